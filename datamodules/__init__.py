@@ -1,0 +1,77 @@
+"""Datasets and Lightning datamodules for inpainting.
+
+Items are dicts ``{"x": (C,H,W) float in [-1,1], "keep_mask": (1,H,W) float
+(1 = observed, 0 = missing), "name": str, "index": int}``.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+# Resolved lazily (PEP 562) so that e.g. ``from datamodules.masks import BoxMask``
+# does not pay for importing Lightning.
+_EXPORTS = {
+    "base": ["ImageMaskDataModule", "ImageMaskDataset", "ImageSource", "collate_items", "resize_square"],
+    "cifar10": ["Cifar10DataModule", "Cifar10Zip", "TorchvisionCifar10"],
+    "demo": ["DEFAULT_DEMO_IMAGES", "DEMO_IMAGES", "DemoDataModule", "SkimageSource"],
+    "folder": ["FileSource", "FolderDataModule", "FolderDataset"],
+    "io": ["IMAGE_EXTENSIONS", "read_image", "read_mask"],
+    "masks": [
+        "MASKS",
+        "BoxMask",
+        "HalfMask",
+        "MaskGenerator",
+        "RandomBoxesMask",
+        "RandomPixelsMask",
+        "StrokesMask",
+        "make_mask",
+        "mask_from_name",
+    ],
+    "validation": ["adapt_channels", "check_image", "check_image_and_mask"],
+}
+_MODULE_OF = {name: module for module, names in _EXPORTS.items() for name in names}
+
+__all__ = [
+    "BoxMask",
+    "Cifar10DataModule",
+    "Cifar10Zip",
+    "DEFAULT_DEMO_IMAGES",
+    "DEMO_IMAGES",
+    "DemoDataModule",
+    "FileSource",
+    "FolderDataModule",
+    "FolderDataset",
+    "HalfMask",
+    "IMAGE_EXTENSIONS",
+    "ImageMaskDataModule",
+    "ImageMaskDataset",
+    "ImageSource",
+    "MASKS",
+    "MaskGenerator",
+    "RandomBoxesMask",
+    "RandomPixelsMask",
+    "SkimageSource",
+    "StrokesMask",
+    "TorchvisionCifar10",
+    "adapt_channels",
+    "check_image",
+    "check_image_and_mask",
+    "collate_items",
+    "make_mask",
+    "mask_from_name",
+    "read_image",
+    "read_mask",
+    "resize_square",
+]
+
+
+def __getattr__(name: str):
+    if name not in _MODULE_OF:
+        raise AttributeError(f"module 'datamodules' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{_MODULE_OF[name]}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

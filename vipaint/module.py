@@ -1,0 +1,220 @@
+"""The Lightning module of VIPaint inference: ``predict_step``/``test_step`` fit the posterior per image.
+
+Thin plumbing around ``sampler.vipaint``: it builds the operator and likelihood for a batch, skips
+images whose outputs are already complete, isolates per-image failures (bad input, NaN bound) so the
+other images of the batch go on, logs the bound's terms, timings and image grids to the logger, and
+returns what ``writer.VIPaintWriter`` saves. Run it with ``Trainer(inference_mode=False)``: the fit
+needs gradients inside predict/test (Lightning issue #17653).
+"""
+from __future__ import annotations
+
+import logging
+import math
+import time
+
+import lightning.pytorch as pl
+import torch
+from torch import Tensor
+
+from .fit import FitConfig
+from .likelihood import make_likelihood
+from .operators import make_operator
+from .prior import Prior
+from .refine import RefineConfig
+from .sampler import VIPaintConfig, vipaint
+
+__all__ = ["VIPaintModule"]
+
+log = logging.getLogger(__name__)
+
+
+class VIPaintModule(pl.LightningModule):
+    """VIPaint-K posterior inference, one fit per image (images of a batch are fitted together).
+
+    Args:
+        prior: the diffusion prior (``vipaint.external.PixelPrior``/``LatentPrior`` or any ``Prior``);
+            default: a tiny random UNet (noise; for smoke tests only).
+        operator: "inpainting", "blur" or "super_resolution".
+        sigma_y: observation noise std in [-1, 1] units (the likelihood's; also added to y when
+            ``add_noise``). blur_std, blur_kernel_size, sr_factor: operator settings.
+        add_noise: add N(0, sigma_y²) noise to A x when forming y (benchmarks); off for real photos.
+        likelihood: "gaussian" (a density, default) or "authors" (L1 + LPIPS of method.md §3, inpainting).
+        marginalize_denoiser: add r_t² to the likelihood variance (see ``likelihood.py``).
+        keypoints: keypoint timesteps on the 1000-step linear schedule; default (550, 400).
+        eta: stochasticity of the prior transitions between keypoints.
+        n_samples: posterior samples drawn per image.
+        fit_steps, fit_samples, lr_mu, lr_logvar, lr_gamma, beta_prior, beta_hier, n_grid: ``FitConfig``.
+        refine_steps: strided refinement steps from the lowest keypoint to 0 (authors: every step).
+        refine_guidance, refine_scale, refine_eta, cg_steps: ``RefineConfig``.
+        init_gamma, init_var_scale, init_mean_noise: ``HierarchicalPosterior.initialize``.
+        seed: base seed; each batch draws from a generator seeded by seed + the batch's first index.
+        lpips_net, lpips_backbone: LPIPS for the authors' likelihood (local backbone file or folder).
+        log_images: add an image grid per batch to the logger.
+    """
+
+    def __init__(self, prior: Prior | None = None, operator: str = "inpainting", sigma_y: float = 0.05,
+                 add_noise: bool = False, blur_std: float = 3.0, blur_kernel_size: int | None = None, sr_factor: int = 4,
+                 likelihood: str = "gaussian", marginalize_denoiser: bool = True, keypoints: list[int] | None = None,
+                 eta: float = 1.0, n_samples: int = 4, fit_steps: int = 50, fit_samples: int = 8, lr_mu: float = 0.1,
+                 lr_logvar: float = 1e-3, lr_gamma: float = 1e-2, beta_prior: float = 1.0, beta_hier: float = 1.0,
+                 n_grid: int = 50, refine_steps: int = 50, refine_guidance: str = "tweedie", refine_scale: float = 1.0,
+                 refine_eta: float = 1.0, cg_steps: int = 0, init_gamma: float = 4.0, init_var_scale: float = 1.0,
+                 init_mean_noise: float = 0.0, seed: int = 0, lpips_net: str = "vgg", lpips_backbone: str | None = None,
+                 log_images: bool = True):
+        super().__init__()
+        self.save_hyperparameters(ignore=["prior"])
+        if prior is None:
+            from .external import PixelPrior
+
+            prior = PixelPrior()
+        self.prior = prior
+        make_operator(operator, torch.ones(1, 1, 1, 1), sigma_y, blur_std, blur_kernel_size, sr_factor)  # validate early
+        if likelihood == "authors" and operator != "inpainting":
+            raise ValueError("likelihood='authors' (L1 + LPIPS) is for inpainting only; use 'gaussian'")
+        self.config = VIPaintConfig(
+            keypoints=tuple(keypoints) if keypoints else None, eta=eta, init_gamma=init_gamma,
+            init_var_scale=init_var_scale, init_mean_noise=init_mean_noise,
+            fit=FitConfig(n_iter=fit_steps, n_samples=fit_samples, lr_mu=lr_mu, lr_logvar=lr_logvar, lr_gamma=lr_gamma,
+                          beta_prior=beta_prior, beta_hier=beta_hier, n_grid=n_grid),
+            refine=RefineConfig(n_steps=refine_steps, guidance=refine_guidance, scale=refine_scale, eta=refine_eta,
+                                cg_steps=cg_steps))
+        self.keypoints = prior.schedule.keypoints(self.config.keypoints or (550, 400))
+        self._lpips = None
+        self._fit_log_step = 0
+
+    # -- helpers ---------------------------------------------------------------------------------------
+    def _lpips_model(self):
+        if self.hparams.likelihood != "authors":
+            return None
+        if self._lpips is None:
+            from .perceptual import load_lpips
+
+            self._lpips = load_lpips(self.hparams.lpips_net, self.hparams.lpips_backbone).to(self.device)
+        return self._lpips
+
+    def _writer_completed(self, names: list[str]) -> set[str]:
+        from .writer import VIPaintWriter
+
+        done = set()
+        for cb in getattr(self.trainer, "callbacks", []) if self._trainer is not None else []:
+            if isinstance(cb, VIPaintWriter):
+                done |= {n for n in names if VIPaintWriter.is_complete(cb.output_dir, n)}
+        return done
+
+    def _check(self, x: Tensor, keep: Tensor, name: str) -> str | None:
+        """An error message for an image the prior cannot take, else None."""
+        c, h, w = self.prior.image_shape
+        if x.shape[0] != c:
+            return f"'{name}' has {x.shape[0]} channels, the prior expects {c}"
+        if tuple(x.shape[1:]) != (h, w):
+            return (f"'{name}' is {x.shape[1]}x{x.shape[2]}, the prior expects {h}x{w}: "
+                    f"resize it (--data.init_args.image_size {h})")
+        if not bool(torch.isfinite(x).all()):
+            return f"'{name}' contains NaN or inf pixel values"
+        if self.hparams.operator == "inpainting":
+            if keep.shape[-2:] != x.shape[-2:]:
+                return f"mask of '{name}' is {keep.shape[-2]}x{keep.shape[-1]}, the image {h}x{w}"
+            if float(keep.sum()) == 0:
+                return f"mask of '{name}' observes no pixel: nothing to condition on"
+            if float(keep.sum()) == keep.numel():
+                return f"mask of '{name}' observes every pixel: nothing to inpaint"
+        return None
+
+    # -- the step -------------------------------------------------------------------------------------
+    def _run(self, batch: dict, batch_idx: int) -> dict:
+        x, keep, names = batch["x"], batch.get("keep_mask"), list(batch["name"])
+        index = batch.get("index")
+        B = x.shape[0]
+        if keep is None:
+            keep = torch.ones_like(x[:, :1])
+        status = ["ok"] * B
+        done = self._writer_completed(names)
+        for b in range(B):
+            if names[b] in done:
+                status[b] = "skipped: outputs already complete"
+            else:
+                err = self._check(x[b], keep[b], names[b])
+                if err:
+                    status[b] = err
+                    log.error("skipping %s", err)
+        todo = [b for b in range(B) if status[b] == "ok"]
+        first = int(index[0]) if index is not None else batch_idx
+        gen = torch.Generator(device="cpu").manual_seed(int(self.hparams.seed) + first)
+        C, H, W = self.prior.image_shape
+        N = self.hparams.n_samples
+        out = {"names": names, "samples": torch.zeros(B, N, C, H, W), "mean": torch.zeros(B, C, H, W),
+               "std": torch.zeros(B, C, H, W), "y": torch.zeros(B, C, H, W), "x": x.detach().cpu(),
+               "keep_mask": keep.detach().cpu() if self.hparams.operator == "inpainting" else None,
+               "bound": [{} for _ in range(B)], "status": status, "meta": [{} for _ in range(B)]}
+        if not todo:
+            return out
+        idx = torch.tensor(todo, device=x.device)
+        xs, ks = x[idx], keep[idx]
+        hp = self.hparams
+        op = make_operator(hp.operator, ks, hp.sigma_y, hp.blur_std, hp.blur_kernel_size, hp.sr_factor)
+        y = op.observe(xs, gen) if hp.add_noise else op.forward(xs)
+        lik = make_likelihood(hp.likelihood, op, self.prior, hp.marginalize_denoiser, self._lpips_model())
+        t0 = time.perf_counter()
+        res = vipaint(self.prior, op, lik, y, n_samples=N, config=self.config, generator=gen,
+                      callback=self._log_fit)
+        seconds = (time.perf_counter() - t0) / len(todo)
+        samples = res.samples.detach().float().cpu()
+        y_img = op.to_image(y).detach().cpu()
+        for j, b in enumerate(todo):
+            if j in res.fit.failed or not bool(torch.isfinite(samples[j]).all()):
+                status[b] = f"'{names[b]}': " + res.fit.failed.get(j, "the samples contain NaN or inf")
+                log.error("fit failed for %s", status[b])
+                continue
+            out["samples"][b] = samples[j]
+            out["mean"][b] = samples[j].mean(0)
+            out["std"][b] = samples[j].std(0) if N > 1 else torch.zeros_like(samples[j, 0])
+            out["y"][b] = y_img[j]
+            out["bound"][b] = {k: float(v[j]) for k, v in res.bound.items()}
+            out["meta"][b] = {"seconds": seconds, "nfe_per_image": res.nfe, "keypoints": res.posterior.keypoints,
+                              "fit_steps": hp.fit_steps, "refine_steps": hp.refine_steps, "seed": int(hp.seed) + first}
+        self._log_batch(out, todo, seconds)
+        return out
+
+    def _log_fit(self, iteration: int, terms: dict[str, Tensor]) -> None:
+        exp = getattr(self.logger, "experiment", None) if self._trainer is not None and self.logger else None
+        if exp is None or not hasattr(exp, "add_scalar"):
+            return
+        for k, v in terms.items():
+            exp.add_scalar(f"fit/{k}", float(v.mean()), self._fit_log_step)
+        self._fit_log_step += 1
+
+    def _log_batch(self, out: dict, todo: list[int], seconds: float) -> None:
+        if self._trainer is None or not self.logger:
+            return
+        ok = [b for b in todo if out["status"][b] == "ok"]
+        exp = getattr(self.logger, "experiment", None)
+        if ok:
+            elbo = float(torch.tensor([out["bound"][b]["elbo"] for b in ok]).mean())
+            if self.trainer.testing:
+                self.log("test/elbo", elbo, batch_size=len(ok), sync_dist=True)
+                self.log("test/seconds_per_image", seconds, batch_size=len(ok), sync_dist=True)
+            elif hasattr(exp, "add_scalar"):  # Lightning forbids self.log in predict; write to the logger directly
+                exp.add_scalar(f"predict/elbo/rank{self.global_rank}", elbo, self._fit_log_step)
+                exp.add_scalar(f"predict/seconds_per_image/rank{self.global_rank}", seconds, self._fit_log_step)
+        if self.hparams.log_images and ok and hasattr(exp, "add_image"):
+            from torchvision.utils import make_grid
+
+            rows = []
+            for b in ok:  # observation | samples | mean | std
+                std = out["std"][b].mean(0, keepdim=True).expand_as(out["mean"][b]) * 2 - 1
+                rows += [out["y"][b], *out["samples"][b], out["mean"][b], std.clamp(-1, 1)]
+            grid = make_grid(torch.stack(rows), nrow=self.hparams.n_samples + 3, normalize=True, value_range=(-1, 1))
+            exp.add_image(f"vipaint/rank{self.global_rank}", grid, self._fit_log_step)
+
+    def predict_step(self, batch: dict, batch_idx: int, dataloader_idx: int = 0) -> dict:
+        return self._run(batch, batch_idx)
+
+    def test_step(self, batch: dict, batch_idx: int, dataloader_idx: int = 0) -> dict:
+        out = self._run(batch, batch_idx)
+        ok = [b for b, s in enumerate(out["status"]) if s == "ok"]
+        if ok:
+            x = out["x"][ok].unsqueeze(1)
+            mse = ((out["samples"][ok] - x) ** 2).flatten(2).mean(2)   # (b, N)
+            psnr = 10 * torch.log10(4.0 / mse.clamp_min(1e-12))         # peak-to-peak 2 in [-1, 1]
+            self.log("test/psnr", psnr.mean(), batch_size=len(ok), sync_dist=True)
+        return out

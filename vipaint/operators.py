@@ -1,0 +1,212 @@
+r"""Linear observation operators y = A x + σ_y ε and their Gaussian likelihood.
+
+==============  =====================================================================
+symbol          meaning
+==============  =====================================================================
+``x``           image (B, C, H, W) in [-1, 1]
+``y``           observation, in the operator's range space (see each operator)
+``A``, ``Aᵀ``   ``forward`` and ``adjoint``: <A x, y> = <x, Aᵀ y> (tested)
+``σ_y``         observation noise std, in [-1, 1] units
+``valid``       (B, 1|C, h, w) weights in the range space: 1 where y carries information
+``a²``          Σ_j A_ij², per row: how an isotropic variance r² on x reaches y (r² a²)
+==============  =====================================================================
+
+Likelihood (the default of the bound; method.md §3 uses an L1+LPIPS loss instead, see ``losses.py``):
+
+``log p(y | x) = Σ_valid log N(y; A x, σ_y² + r² a²)``
+
+where r² ≥ 0 is an optional extra variance on x (the one-step denoiser variance r_t², so that
+p(y | z_t) ≈ N(y; A x̂_0(z_t), σ_y² + r_t² a²) marginalises x_0 given z_t instead of trusting x̂_0).
+Missing pixels carry no term: they are integrated out exactly, not imputed.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+__all__ = ["Operator", "Inpainting", "GaussianBlur", "SuperResolution", "make_operator"]
+
+
+class Operator:
+    """Base class. Subclasses implement ``forward``/``adjoint`` and set ``valid`` and ``row_norm2``."""
+
+    name = "operator"
+
+    def __init__(self, sigma_y: float = 0.0):
+        if sigma_y < 0:
+            raise ValueError(f"sigma_y must be >= 0, got {sigma_y}")
+        self.sigma_y = float(sigma_y)
+
+    def forward(self, x: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def adjoint(self, y: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def valid(self, y: Tensor) -> Tensor:
+        return torch.ones_like(y[:, :1])
+
+    row_norm2: float = 1.0
+
+    def to_image(self, y: Tensor) -> Tensor:
+        """An image-space picture of y (for initialisation and display): Aᵀ y unless overridden."""
+        return self.adjoint(y)
+
+    def __call__(self, x: Tensor) -> Tensor:
+        return self.forward(x)
+
+    def observe(self, x: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        """y = A x + σ_y ε (zeros where ``valid`` is 0)."""
+        y = self.forward(x)
+        if self.sigma_y > 0:
+            noise = torch.randn(y.shape, generator=generator, device=y.device, dtype=y.dtype)
+            y = y + self.sigma_y * noise
+        return y * self.valid(y)
+
+    def log_likelihood(self, y: Tensor, x: Tensor, extra_var: Tensor | float = 0.0) -> Tensor:
+        """Σ over valid entries of log N(y; A x, σ_y² + extra_var·a²), shape (B,).
+
+        ``extra_var`` is a float or a (B,) tensor (per-sample r_t²).
+        """
+        ax = self.forward(x)
+        if ax.shape != y.shape:
+            raise ValueError(f"A x has shape {tuple(ax.shape)} but y has shape {tuple(y.shape)}")
+        extra = torch.as_tensor(extra_var, dtype=ax.dtype, device=ax.device)
+        if extra.ndim == 1:
+            extra = extra.reshape(-1, *([1] * (ax.ndim - 1)))
+        var = self.sigma_y**2 + extra * self.row_norm2
+        if bool(torch.as_tensor(var).min() <= 0):
+            raise ValueError("the likelihood variance is zero: set sigma_y > 0 or pass extra_var > 0")
+        w = self.valid(y).expand_as(y)
+        ll = -0.5 * ((y - ax) ** 2 / var + torch.log(2 * math.pi * var * torch.ones_like(ax)))
+        return (w * ll).flatten(1).sum(1)
+
+    def residual_norm(self, y: Tensor, x: Tensor) -> Tensor:
+        """||y - A x|| over valid entries, (B,) (DPS step-size normaliser)."""
+        w = self.valid(y).expand_as(y)
+        return ((w * (y - self.forward(x))) ** 2).flatten(1).sum(1).sqrt()
+
+    def expand(self, repeats: int) -> "Operator":
+        """The operator for a batch where each image is repeated ``repeats`` times (repeat_interleave)."""
+        return self
+
+
+def _check_image(x: Tensor, what: str = "x") -> None:
+    if x.ndim != 4:
+        raise ValueError(f"{what} must be (B, C, H, W), got shape {tuple(x.shape)}")
+
+
+class Inpainting(Operator):
+    """A x = keep_mask ⊙ x; y lives in image space with zeros at missing pixels. Self-adjoint.
+
+    Args:
+        keep_mask: (B, 1, H, W), 1 = observed.
+    """
+
+    name = "inpainting"
+
+    def __init__(self, keep_mask: Tensor, sigma_y: float = 0.0):
+        super().__init__(sigma_y)
+        if keep_mask.ndim != 4 or keep_mask.shape[1] != 1:
+            raise ValueError(f"keep_mask must be (B, 1, H, W), got shape {tuple(keep_mask.shape)}")
+        self.keep_mask = keep_mask
+
+    def _mask_for(self, x: Tensor) -> Tensor:
+        _check_image(x)
+        if x.shape[0] != self.keep_mask.shape[0] or x.shape[-2:] != self.keep_mask.shape[-2:]:
+            raise ValueError(f"keep_mask {tuple(self.keep_mask.shape)} does not match the image {tuple(x.shape)}")
+        return self.keep_mask.to(dtype=x.dtype, device=x.device)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self._mask_for(x) * x
+
+    def adjoint(self, y: Tensor) -> Tensor:
+        return self._mask_for(y) * y
+
+    def valid(self, y: Tensor) -> Tensor:
+        return self._mask_for(y)
+
+    def expand(self, repeats: int) -> "Inpainting":
+        return Inpainting(self.keep_mask.repeat_interleave(repeats, dim=0), self.sigma_y)
+
+
+class GaussianBlur(Operator):
+    """Depthwise convolution with a normalised Gaussian kernel, zero padding ("same" size).
+
+    The authors use a 61×61 kernel with std 3 on 256² images and reflection padding; zero padding
+    keeps ``adjoint`` an exact transpose (a flipped-kernel convolution) so the likelihood gradient is
+    the true one.
+    """
+
+    name = "blur"
+
+    def __init__(self, std: float = 3.0, kernel_size: int | None = None, sigma_y: float = 0.05):
+        super().__init__(sigma_y)
+        k = kernel_size or 2 * math.ceil(3 * std) + 1
+        if k % 2 == 0:
+            raise ValueError(f"kernel_size must be odd, got {k}")
+        r = torch.arange(k, dtype=torch.float64) - k // 2
+        g = torch.exp(-0.5 * (r / std) ** 2)
+        kernel = torch.outer(g, g)
+        self.kernel = (kernel / kernel.sum()).to(torch.float32)
+        self.row_norm2 = float((self.kernel**2).sum())
+
+    def _conv(self, x: Tensor, flip: bool) -> Tensor:
+        _check_image(x)
+        c = x.shape[1]
+        w = self.kernel.flip(0, 1) if flip else self.kernel
+        w = w.to(dtype=x.dtype, device=x.device).expand(c, 1, *w.shape)
+        return F.conv2d(x, w, padding=w.shape[-1] // 2, groups=c)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self._conv(x, flip=False)
+
+    def adjoint(self, y: Tensor) -> Tensor:
+        return self._conv(y, flip=True)
+
+
+class SuperResolution(Operator):
+    """A = average pooling by ``factor`` (y is (B, C, H/f, W/f)); Aᵀ spreads each value over its f×f block / f².
+
+    The authors use an antialiased bicubic resizer; box averaging is the simplest exact-adjoint
+    choice with the same role.
+    """
+
+    name = "super_resolution"
+
+    def __init__(self, factor: int = 4, sigma_y: float = 0.05):
+        super().__init__(sigma_y)
+        if factor < 1:
+            raise ValueError(f"factor must be >= 1, got {factor}")
+        self.factor = int(factor)
+        self.row_norm2 = 1.0 / self.factor**2
+
+    def forward(self, x: Tensor) -> Tensor:
+        _check_image(x)
+        if x.shape[-1] % self.factor or x.shape[-2] % self.factor:
+            raise ValueError(f"image size {tuple(x.shape[-2:])} is not divisible by the factor {self.factor}")
+        return F.avg_pool2d(x, self.factor)
+
+    def adjoint(self, y: Tensor) -> Tensor:
+        _check_image(y, "y")
+        return F.interpolate(y, scale_factor=self.factor, mode="nearest") / self.factor**2
+
+    def to_image(self, y: Tensor) -> Tensor:
+        return F.interpolate(y, scale_factor=self.factor, mode="nearest")
+
+
+def make_operator(kind: str, keep_mask: Tensor | None = None, sigma_y: float = 0.0, blur_std: float = 3.0,
+                  blur_kernel_size: int | None = None, sr_factor: int = 4) -> Operator:
+    """Build an operator by name: "inpainting" (needs keep_mask), "blur", "super_resolution"."""
+    if kind == "inpainting":
+        if keep_mask is None:
+            raise ValueError("the inpainting operator needs a keep_mask")
+        return Inpainting(keep_mask, sigma_y)
+    if kind == "blur":
+        return GaussianBlur(blur_std, blur_kernel_size, sigma_y)
+    if kind == "super_resolution":
+        return SuperResolution(sr_factor, sigma_y)
+    raise ValueError(f"unknown operator {kind!r}; expected 'inpainting', 'blur' or 'super_resolution'")
