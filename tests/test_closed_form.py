@@ -3,10 +3,11 @@
 Prior x_0 ~ N(0, S), S a smooth kernel over the 8x8 pixel grid; the right half is missing; y has noise
 σ_y = 0.05. The true p(x_missing | y) is closed form (``GaussianPrior.posterior``), so is log p(y).
 
-Tolerances (measured 0.099 and [0.89, 0.98] on this seed): mean |E_q[x] - E_p[x|y]| over missing pixels < 0.15 prior
-std (1024 samples: the Monte Carlo error of a sample mean alone is about 0.03 of it); per-pixel std ratio in [0.7, 1.3]; samples from the prior miss by > 0.4 prior std. The refiner
-uses conjugate-gradient guidance (cg_steps=10), which makes p(y | z_t) exact for a Gaussian prior; the
-isotropic default is checked to be worse but still better than the prior.
+Tolerances (measured 0.048 and [0.89, 0.98] on this seed): mean |E_q[x] - E_p[x|y]| over missing pixels < 0.1 prior
+std (1024 samples: the Monte Carlo error of a sample mean alone is about 0.03 of it); per-pixel std ratio in [0.7, 1.3]; samples from the prior miss by > 0.4 prior std. The likelihood
+uses conjugate-gradient steps (cg_steps=10) in the fit and the refiner, which make the gradient of
+log p(y | z_t) exact for a Gaussian prior; the isotropic default (cg_steps=0) is checked to be worse but
+still better than the prior.
 """
 from __future__ import annotations
 
@@ -37,8 +38,8 @@ def problem(gaussian_prior):
 
 
 def run(prior, problem, fit_steps=50, cg_steps=10, seed=1):
-    cfg = VIPaintConfig(fit=FitConfig(n_iter=fit_steps, n_samples=8), refine=RefineConfig(n_steps=50, cg_steps=cg_steps))
-    lik = GaussianLikelihood(problem["op"], prior)
+    cfg = VIPaintConfig(fit=FitConfig(n_iter=fit_steps, n_samples=8), refine=RefineConfig(n_steps=50))
+    lik = GaussianLikelihood(problem["op"], prior, cg_steps=cg_steps)
     return vipaint(prior, problem["op"], lik, problem["y"], n_samples=N_SAMPLES, config=cfg,
                    generator=torch.Generator().manual_seed(seed))
 
@@ -59,7 +60,7 @@ def fitted(gaussian_prior, problem):
 def test_samples_match_exact_posterior(fitted, problem):
     mean_err, lo, hi = errors(fitted.samples[0], problem)
     print(f"closed form: mean error {mean_err:.3f} prior std, std ratio [{lo:.2f}, {hi:.2f}]")
-    assert mean_err < 0.15
+    assert mean_err < 0.1
     assert 0.7 <= lo and hi <= 1.3
 
 

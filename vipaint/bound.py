@@ -135,6 +135,6 @@ def evaluate_bound(prior: Prior, posterior: HierarchicalPosterior, likelihood, y
     t_bottom = posterior.keypoints[-1]
     x0_hat, _ = prior.denoise(chain.z_bottom, t_bottom)
     x = prior.decode(x0_hat)
-    recon = likelihood(y, x, t_bottom)
+    recon = likelihood(y, x, t_bottom, chain.z_bottom)
     return BoundTerms(recon=recon, kl_prior=kl_prior, kl_hier=chain.kl_hier, nfe=chain.nfe + 2,
                       z_bottom=chain.z_bottom, x=x)

@@ -1,7 +1,7 @@
 r"""Reconstruction terms log p(y | x) for decoded pixels x: the bound's ``recon`` and the refiner's guide.
 
-Each likelihood is a callable ``(y, x, t) -> (B,)`` built for one batch (it holds the operator, whose
-mask is per image), t being the integer timestep whose one-step estimate produced x:
+Each likelihood is a callable ``(y, x, t, z=None) -> (B,)`` built for one batch (it holds the operator,
+whose mask is per image), t being the integer timestep whose one-step estimate x = D(x̂_0(z)) came from:
 
 * ``GaussianLikelihood`` (default): Σ_observed log N(y; A x, σ_y² + r_t² a²) in nats (``operators.py``).
   With ``marginalize_denoiser`` the variance r_t² of x_0 given z_t (``Prior.denoiser_variance``) is
@@ -39,19 +39,61 @@ class _Likelihood:
 
 
 class GaussianLikelihood(_Likelihood):
-    def __init__(self, operator: Operator, prior: Prior | None = None, marginalize_denoiser: bool = True):
+    """Σ_valid log N(y; A x, σ_y² + r_t² a²), see the module docstring.
+
+    cg_steps > 0 (pixel priors): the *gradient* becomes that of the covariance-aware Gaussian
+    log N(y; A x̂_0(z_t), C), C = σ_y² I + A Cov[x_0|z_t] Aᵀ with Cov[x_0|z_t] = σ_t²/α_t · ∂x̂_0/∂z_t (the
+    second-order Tweedie identity, as in ΠGDM/TMPD), held fixed: ∇_x = Aᵀ C⁻¹ (y - A x), C⁻¹ applied by
+    conjugate gradients on the valid entries, each step one more backward through the network. The value
+    stays the isotropic one (a log det C is not available cheaply). Exact for a Gaussian prior of any
+    covariance; needs ``z`` (the noisy latent x was denoised from) in the call.
+    """
+
+    def __init__(self, operator: Operator, prior: Prior | None = None, marginalize_denoiser: bool = True,
+                 cg_steps: int = 0):
         self.operator = operator
         self.prior = prior
         self.marginalize_denoiser = marginalize_denoiser and prior is not None
+        if cg_steps and (prior is None or prior.is_latent):
+            raise ValueError("cg_steps > 0 needs a pixel prior (Cov[x_0 | z_t] comes from its denoiser's Jacobian)")
+        self.cg_steps = int(cg_steps)
 
     def extra_var(self, t: int | Tensor, device: torch.device) -> Tensor | float:
         if not self.marginalize_denoiser:
             return 0.0
         return self.prior.denoiser_variance(torch.as_tensor(t)).to(device=device, dtype=torch.float32)
 
-    def __call__(self, y: Tensor, x: Tensor, t: int | Tensor) -> Tensor:
+    def __call__(self, y: Tensor, x: Tensor, t: int | Tensor, z: Tensor | None = None) -> Tensor:
         y, op = self._matched(y, x)
-        return op.log_likelihood(y, x, self.extra_var(t, x.device))
+        value = op.log_likelihood(y, x, self.extra_var(t, x.device))
+        if self.cg_steps <= 0 or z is None or not x.requires_grad:
+            return value
+        grad_x = self._cg_direction(y, op, x, z, int(t))
+        surrogate = (grad_x * x).flatten(1).sum(1)   # its gradient w.r.t. x is Aᵀ C⁻¹ r
+        return value.detach() + surrogate - surrogate.detach()
+
+    def _cg_direction(self, y: Tensor, op: Operator, x: Tensor, z: Tensor, t: int) -> Tensor:
+        """Aᵀ C⁻¹ (y - A x), detached, by ``cg_steps`` of conjugate gradients."""
+        ab = self.prior.schedule.alpha_bar(t)
+        c = float((1 - ab) / ab.sqrt())
+        w = op.valid(y).expand_as(y)
+
+        def matvec(u: Tensor) -> Tensor:  # C u on the valid entries; Jᵀ by one backward through x's graph
+            jt = torch.autograd.grad(x, z, grad_outputs=op.adjoint(w * u), retain_graph=True)[0]
+            return w * (op.sigma_y**2 * u + c * op.forward(jt))
+
+        def dot(a: Tensor, b: Tensor) -> Tensor:
+            return (a * b).flatten(1).sum(1).reshape(-1, *([1] * (a.ndim - 1)))
+
+        r = w * (y - op.forward(x.detach()))
+        v, p, rr = torch.zeros_like(r), r.clone(), dot(r, r)
+        for _ in range(self.cg_steps):
+            ap = matvec(p)
+            step = rr / dot(p, ap).clamp_min(1e-30)
+            v, r = v + step * p, r - step * ap
+            rr_new = dot(r, r)
+            p, rr = r + (rr_new / rr.clamp_min(1e-30)) * p, rr_new
+        return op.adjoint(v).detach()
 
 
 class AuthorsReconstruction(_Likelihood):
@@ -65,7 +107,7 @@ class AuthorsReconstruction(_Likelihood):
         self.l1_weight = l1_weight
         self.lpips_weight = lpips_weight
 
-    def __call__(self, y: Tensor, x: Tensor, t: int | Tensor) -> Tensor:
+    def __call__(self, y: Tensor, x: Tensor, t: int | Tensor, z: Tensor | None = None) -> Tensor:
         y, op = self._matched(y, x)
         m = op.valid(x).expand_as(x)
         l1 = self.l1_weight * (m * (y - x)).abs().flatten(1).mean(1)
@@ -76,10 +118,10 @@ class AuthorsReconstruction(_Likelihood):
 
 
 def make_likelihood(kind: str, operator: Operator, prior: Prior, marginalize_denoiser: bool = True,
-                    lpips_model: Callable | None = None):
+                    lpips_model: Callable | None = None, cg_steps: int = 0):
     """"gaussian" (default) or "authors"."""
     if kind == "gaussian":
-        return GaussianLikelihood(operator, prior, marginalize_denoiser)
+        return GaussianLikelihood(operator, prior, marginalize_denoiser, cg_steps)
     if kind == "authors":
         return AuthorsReconstruction(operator, lpips_model)
     raise ValueError(f"unknown likelihood {kind!r}; expected 'gaussian' or 'authors'")

@@ -45,7 +45,8 @@ class VIPaintModule(pl.LightningModule):
         n_samples: posterior samples drawn per image.
         fit_steps, fit_samples, lr_mu, lr_logvar, lr_gamma, beta_prior, beta_hier, n_grid: ``FitConfig``.
         refine_steps: strided refinement steps from the lowest keypoint to 0 (authors: every step).
-        refine_guidance, refine_scale, refine_eta, cg_steps: ``RefineConfig``.
+        refine_guidance, refine_scale, refine_eta: ``RefineConfig``.
+        cg_steps: conjugate-gradient steps for a covariance-aware likelihood gradient (pixel priors; 0 = off).
         init_gamma, init_var_scale, init_mean_noise: ``HierarchicalPosterior.initialize``.
         seed: base seed; each batch draws from a generator seeded by seed + the batch's first index.
         lpips_net, lpips_backbone: LPIPS for the authors' likelihood (local backbone file or folder).
@@ -76,8 +77,7 @@ class VIPaintModule(pl.LightningModule):
             init_var_scale=init_var_scale, init_mean_noise=init_mean_noise,
             fit=FitConfig(n_iter=fit_steps, n_samples=fit_samples, lr_mu=lr_mu, lr_logvar=lr_logvar, lr_gamma=lr_gamma,
                           beta_prior=beta_prior, beta_hier=beta_hier, n_grid=n_grid),
-            refine=RefineConfig(n_steps=refine_steps, guidance=refine_guidance, scale=refine_scale, eta=refine_eta,
-                                cg_steps=cg_steps))
+            refine=RefineConfig(n_steps=refine_steps, guidance=refine_guidance, scale=refine_scale, eta=refine_eta))
         self.keypoints = prior.schedule.keypoints(self.config.keypoints or (550, 400))
         self._lpips = None
         self._fit_log_step = 0
@@ -153,7 +153,7 @@ class VIPaintModule(pl.LightningModule):
         hp = self.hparams
         op = make_operator(hp.operator, ks, hp.sigma_y, hp.blur_std, hp.blur_kernel_size, hp.sr_factor)
         y = op.observe(xs, gen) if hp.add_noise else op.forward(xs)
-        lik = make_likelihood(hp.likelihood, op, self.prior, hp.marginalize_denoiser, self._lpips_model())
+        lik = make_likelihood(hp.likelihood, op, self.prior, hp.marginalize_denoiser, self._lpips_model(), hp.cg_steps)
         t0 = time.perf_counter()
         res = vipaint(self.prior, op, lik, y, n_samples=N, config=self.config, generator=gen,
                       callback=self._log_fit)

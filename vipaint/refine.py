@@ -35,14 +35,12 @@ __all__ = ["RefineConfig", "refine"]
 @dataclass
 class RefineConfig:
     """n_steps: strided grid from T_s to 0 (the authors run every integer step, T_s + 1 of them).
-    guidance: "tweedie" or "gradient"; scale: ζ; eta: DDIM stochasticity of the steps;
-    cg_steps: conjugate-gradient steps for a covariance-aware likelihood gradient (0 = isotropic r_t²)."""
+    guidance: "tweedie" or "gradient"; scale: ζ; eta: DDIM stochasticity of the steps."""
 
     n_steps: int = 50
     guidance: str = "tweedie"
     scale: float = 1.0
     eta: float = 1.0
-    cg_steps: int = 0
 
     def __post_init__(self):
         if self.guidance not in ("tweedie", "gradient"):
@@ -51,53 +49,15 @@ class RefineConfig:
             raise ValueError("refinement needs n_steps >= 1")
 
 
-def likelihood_gradient(prior: Prior, likelihood, y: Tensor, z_t: Tensor, t: int, cg_steps: int = 0) -> tuple[Tensor, Tensor, Tensor]:
-    """(x̂_0, ε̂, g) at z_t with g = ∇_{z_t} log p(y | z_t). One forward + (1 + cg_steps) backwards.
-
-    cg_steps = 0: g = ∇_{z_t} likelihood(y, D(x̂_0), t), the isotropic r_t² approximation.
-    cg_steps > 0 (pixel priors, Gaussian likelihood): g = Jᵀ Aᵀ v with v solving
-    (σ_y² I + σ_t²/α_t · A Jᵀ Aᵀ) v = y - A x̂_0 by conjugate gradients on the observed entries, using
-    Cov[x_0 | z_t] = σ_t²/α_t · ∂x̂_0/∂z_t (the second-order Tweedie identity; ΠGDM/TMPD). Exact for a
-    Gaussian prior, whatever its covariance; each CG step costs one more backward through the network.
-    """
+def likelihood_gradient(prior: Prior, likelihood, y: Tensor, z_t: Tensor, t: int) -> tuple[Tensor, Tensor, Tensor]:
+    """(x̂_0, ε̂, g) at z_t with g = ∇_{z_t} likelihood(y, D(x̂_0(z_t)), t): one forward and one backward
+    (plus the likelihood's conjugate-gradient steps, if it uses any)."""
     with torch.enable_grad():
         z = z_t.detach().requires_grad_(True)
         x0_hat, eps_hat = prior.denoise(z, t)
-        if cg_steps <= 0:
-            ll = likelihood(y, prior.decode(x0_hat), t)
-            (g,) = torch.autograd.grad(ll.sum(), z)
-        else:
-            g = _cg_gradient(prior, likelihood, y, z, x0_hat, t, cg_steps)
+        ll = likelihood(y, prior.decode(x0_hat), t, z)
+        (g,) = torch.autograd.grad(ll.sum(), z)
     return x0_hat.detach(), eps_hat.detach(), g
-
-
-def _cg_gradient(prior: Prior, likelihood, y: Tensor, z: Tensor, x0_hat: Tensor, t: int, steps: int) -> Tensor:
-    if prior.is_latent or not hasattr(likelihood, "operator"):
-        raise ValueError("cg_steps > 0 needs a pixel prior and the Gaussian likelihood")
-    y, op = likelihood._matched(y, x0_hat)
-    ab = prior.schedule.alpha_bar(t)
-    c = float((1 - ab) / ab.sqrt())
-    w = op.valid(y).expand_as(y)
-
-    def jt(u: Tensor) -> Tensor:  # Jᵀ u: one backward through the retained graph
-        return torch.autograd.grad(x0_hat, z, grad_outputs=u, retain_graph=True)[0]
-
-    def matvec(v: Tensor) -> Tensor:
-        return w * (op.sigma_y**2 * v + c * op.forward(jt(op.adjoint(w * v))))
-
-    def dot(a: Tensor, b: Tensor) -> Tensor:
-        return (a * b).flatten(1).sum(1).reshape(-1, *([1] * (a.ndim - 1)))
-
-    r = w * (y - op.forward(x0_hat.detach()))
-    v = torch.zeros_like(r)
-    p, rr = r.clone(), dot(r, r)
-    for _ in range(steps):
-        ap = matvec(p)
-        step = rr / dot(p, ap).clamp_min(1e-30)
-        v, r = v + step * p, r - step * ap
-        rr_new = dot(r, r)
-        p, rr = r + (rr_new / rr.clamp_min(1e-30)) * p, rr_new
-    return jt(op.adjoint(v))
 
 
 def refine(prior: Prior, likelihood, y: Tensor, z: Tensor, t_start: int, config: RefineConfig = RefineConfig(),
@@ -111,7 +71,7 @@ def refine(prior: Prior, likelihood, y: Tensor, z: Tensor, t_start: int, config:
     dtype = z.dtype
     x0y = None
     for j, t in enumerate(ts):
-        x0_hat, eps_hat, g = likelihood_gradient(prior, likelihood, y, z, t, config.cg_steps)
+        x0_hat, eps_hat, g = likelihood_gradient(prior, likelihood, y, z, t)
         ab_t = sched.alpha_bar(t)
         if config.guidance == "tweedie":
             x0y = x0_hat + (config.scale * (1 - ab_t) / ab_t.sqrt()).to(dtype) * g
