@@ -53,10 +53,12 @@ class FitResult:
 
 
 def fit(prior: Prior, posterior: HierarchicalPosterior, likelihood, y: Tensor, config: FitConfig = FitConfig(),
-        generator: torch.Generator | None = None, callback: Callable[[int, dict[str, Tensor]], None] | None = None) -> FitResult:
+        generator: torch.Generator | None = None, callback: Callable[[int, dict[str, Tensor]], None] | None = None,
+        on_step: Callable[[int], None] | None = None) -> FitResult:
     """Maximise the bound over ``posterior``'s parameters for the B observations y (B, ...).
 
-    ``callback(iteration, per_image_terms)`` is called every ``config.log_every`` iterations and at the end.
+    ``callback(iteration, per_image_terms)`` is called every ``config.log_every`` iterations and at the end;
+    ``on_step(iteration)`` after every iteration (progress bars; it must not synchronise the device).
     """
     params = posterior.param_groups(config.lr_mu, config.lr_logvar, config.lr_gamma)
     opt = torch.optim.Adam(params, betas=config.adam_betas)
@@ -81,6 +83,8 @@ def fit(prior: Prior, posterior: HierarchicalPosterior, likelihood, y: Tensor, c
             opt.step()
             sched.step()
             result.nfe += terms.nfe
+            if on_step is not None:
+                on_step(it)
             last = it == config.n_iter - 1
             if callback is not None or last or (config.log_every and it % config.log_every == 0):
                 values = terms.per_image(n)

@@ -51,6 +51,8 @@ class VIPaintModule(pl.LightningModule):
         seed: base seed; each batch draws from a generator seeded by seed + the batch's first index.
         lpips_net, lpips_backbone: LPIPS for the authors' likelihood (local backbone file or folder).
         log_images: add an image grid per batch to the logger.
+        log_every: log the bound's terms every this many fit iterations (each log synchronises the device).
+        progress: a progress bar over fit iterations and refinement steps (rank 0 only).
     """
 
     def __init__(self, prior: Prior | None = None, operator: str = "inpainting", sigma_y: float = 0.05,
@@ -61,7 +63,7 @@ class VIPaintModule(pl.LightningModule):
                  n_grid: int = 50, refine_steps: int = 50, refine_guidance: str = "tweedie", refine_scale: float = 1.0,
                  refine_eta: float = 1.0, cg_steps: int = 0, init_gamma: float = 4.0, init_var_scale: float = 1.0,
                  init_mean_noise: float = 0.0, seed: int = 0, lpips_net: str = "vgg", lpips_backbone: str | None = None,
-                 log_images: bool = True):
+                 log_images: bool = True, log_every: int = 5, progress: bool = True):
         super().__init__()
         self.save_hyperparameters(ignore=["prior"])
         if prior is None:
@@ -76,7 +78,7 @@ class VIPaintModule(pl.LightningModule):
             keypoints=tuple(keypoints) if keypoints else None, eta=eta, init_gamma=init_gamma,
             init_var_scale=init_var_scale, init_mean_noise=init_mean_noise,
             fit=FitConfig(n_iter=fit_steps, n_samples=fit_samples, lr_mu=lr_mu, lr_logvar=lr_logvar, lr_gamma=lr_gamma,
-                          beta_prior=beta_prior, beta_hier=beta_hier, n_grid=n_grid),
+                          beta_prior=beta_prior, beta_hier=beta_hier, n_grid=n_grid, log_every=log_every),
             refine=RefineConfig(n_steps=refine_steps, guidance=refine_guidance, scale=refine_scale, eta=refine_eta))
         self.keypoints = prior.schedule.keypoints(self.config.keypoints or (550, 400))
         self._lpips = None
@@ -155,8 +157,14 @@ class VIPaintModule(pl.LightningModule):
         y = op.observe(xs, gen) if hp.add_noise else op.forward(xs)
         lik = make_likelihood(hp.likelihood, op, self.prior, hp.marginalize_denoiser, self._lpips_model(), hp.cg_steps)
         t0 = time.perf_counter()
-        res = vipaint(self.prior, op, lik, y, n_samples=N, config=self.config, generator=gen,
-                      callback=self._log_fit)
+        bar = self._progress_bar(len(todo))
+        try:
+            res = vipaint(self.prior, op, lik, y, n_samples=N, config=self.config, generator=gen, callback=self._log_fit,
+                          on_step=(lambda it: bar.update(1)) if bar else None,
+                          on_refine_step=(lambda j, n: bar.update(1)) if bar else None)
+        finally:
+            if bar:
+                bar.close()
         seconds = (time.perf_counter() - t0) / len(todo)
         samples = res.samples.detach().float().cpu()
         y_img = op.to_image(y).detach().cpu()
@@ -174,6 +182,15 @@ class VIPaintModule(pl.LightningModule):
                               "fit_steps": hp.fit_steps, "refine_steps": hp.refine_steps, "seed": int(hp.seed) + first}
         self._log_batch(out, todo, seconds)
         return out
+
+    def _progress_bar(self, n_images: int):
+        if not self.hparams.progress or (self._trainer is not None and not self.trainer.is_global_zero):
+            return None
+        from tqdm.auto import tqdm
+
+        total = self.hparams.fit_steps + len(self.prior.schedule.strided(self.keypoints[-1], self.hparams.refine_steps))
+        return tqdm(total=total, desc=f"VIPaint fit+refine ({n_images} image{'s' * (n_images > 1)})", leave=False,
+                    unit="it", dynamic_ncols=True)
 
     def _log_fit(self, iteration: int, terms: dict[str, Tensor]) -> None:
         exp = getattr(self.logger, "experiment", None) if self._trainer is not None and self.logger else None

@@ -51,11 +51,13 @@ class VIPaintOutput:
 
 def vipaint(prior: Prior, operator: Operator, likelihood, y: Tensor, n_samples: int = 4,
             config: VIPaintConfig = VIPaintConfig(), generator: torch.Generator | None = None,
-            posterior: HierarchicalPosterior | None = None, callback=None) -> VIPaintOutput:
+            posterior: HierarchicalPosterior | None = None, callback=None, on_step=None,
+            on_refine_step=None) -> VIPaintOutput:
     """Fit VIPaint-K to the B observations y and draw ``n_samples`` refined samples per image.
 
     ``posterior``: parameters to start from (e.g. predicted by the amortized encoder); by default they
     are initialised from the encoded observation. ``config.fit.n_iter = 0`` skips the fit.
+    ``callback``/``on_step``: see ``fit.fit``; ``on_refine_step(j, n)``: after each refinement step.
     """
     keypoints = prior.schedule.keypoints(config.keypoints or DEFAULT_KEYPOINTS[2])
     B = y.shape[0]
@@ -65,7 +67,7 @@ def vipaint(prior: Prior, operator: Operator, likelihood, y: Tensor, n_samples: 
             z_y = prior.encode(operator.to_image(y))
         posterior.initialize(prior, z_y, gamma=config.init_gamma, var_scale=config.init_var_scale,
                              mean_noise=config.init_mean_noise, generator=generator)
-    result = fit(prior, posterior, likelihood, y, config.fit, generator, callback=callback)
+    result = fit(prior, posterior, likelihood, y, config.fit, generator, callback=callback, on_step=on_step)
     nfe = result.nfe
     with torch.no_grad():
         terms = evaluate_bound(prior, posterior, likelihood, y, config.n_eval_samples, config.fit.n_grid, generator)
@@ -73,7 +75,8 @@ def vipaint(prior: Prior, operator: Operator, likelihood, y: Tensor, n_samples: 
         nfe += terms.nfe
         z_top = posterior.sample_top(prior, n_samples, generator)
         chain = posterior.chain(prior, z_top, n_samples, generator)
-    x, nfe_refine = refine(prior, likelihood, y, chain.z_bottom, posterior.keypoints[-1], config.refine, generator)
+    x, nfe_refine = refine(prior, likelihood, y, chain.z_bottom, posterior.keypoints[-1], config.refine, generator,
+                            progress=on_refine_step)
     nfe += chain.nfe + nfe_refine
     samples = x.reshape(B, n_samples, *x.shape[1:])
     return VIPaintOutput(samples=samples, bound=bound, fit=result, posterior=posterior, nfe=nfe)
