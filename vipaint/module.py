@@ -34,6 +34,8 @@ class VIPaintModule(pl.LightningModule):
     Args:
         prior: the diffusion prior (``vipaint.external.PixelPrior``/``LatentPrior`` or any ``Prior``);
             default: a tiny random UNet (noise; for smoke tests only).
+        method: "vipaint", or a baseline in the same harness: "dps", "red_diff", "repaint" (``baselines.py``).
+        method_args: settings of the baseline's config dataclass, e.g. {"n_steps": 250, "scale": 1.0}.
         operator: "inpainting", "blur" or "super_resolution".
         sigma_y: observation noise std in [-1, 1] units (the likelihood's; also added to y when
             ``add_noise``). blur_std, blur_kernel_size, sr_factor: operator settings.
@@ -55,7 +57,8 @@ class VIPaintModule(pl.LightningModule):
         progress: a progress bar over fit iterations and refinement steps (rank 0 only).
     """
 
-    def __init__(self, prior: Prior | None = None, operator: str = "inpainting", sigma_y: float = 0.05,
+    def __init__(self, prior: Prior | None = None, method: str = "vipaint", method_args: dict[str, float] | None = None,
+                 operator: str = "inpainting", sigma_y: float = 0.05,
                  add_noise: bool = False, blur_std: float = 3.0, blur_kernel_size: int | None = None, sr_factor: int = 4,
                  likelihood: str = "gaussian", marginalize_denoiser: bool = True, keypoints: list[int] | None = None,
                  eta: float = 1.0, n_samples: int = 4, fit_steps: int = 50, fit_samples: int = 8, lr_mu: float = 0.1,
@@ -81,6 +84,18 @@ class VIPaintModule(pl.LightningModule):
                           beta_prior=beta_prior, beta_hier=beta_hier, n_grid=n_grid, log_every=log_every),
             refine=RefineConfig(n_steps=refine_steps, guidance=refine_guidance, scale=refine_scale, eta=refine_eta))
         self.keypoints = prior.schedule.keypoints(self.config.keypoints or (550, 400))
+        from .baselines import BASELINES
+
+        if method != "vipaint" and method not in BASELINES:
+            raise ValueError(f"unknown method {method!r}; expected 'vipaint' or one of {sorted(BASELINES)}")
+        self.baseline = None
+        if method != "vipaint":
+            fn, cfg_cls = BASELINES[method]
+            try:
+                self.baseline = (fn, cfg_cls(**(method_args or {})))
+            except TypeError as e:
+                fields = list(cfg_cls.__dataclass_fields__)
+                raise ValueError(f"method_args {method_args} do not fit {method}: its settings are {fields}") from e
         self._lpips = None
         self._fit_log_step = 0
 
@@ -157,6 +172,8 @@ class VIPaintModule(pl.LightningModule):
         y = op.observe(xs, gen) if hp.add_noise else op.forward(xs)
         lik = make_likelihood(hp.likelihood, op, self.prior, hp.marginalize_denoiser, self._lpips_model(), hp.cg_steps)
         t0 = time.perf_counter()
+        if self.baseline is not None:
+            return self._finish_baseline(out, todo, op, y, gen, t0)
         bar = self._progress_bar(len(todo))
         try:
             res = vipaint(self.prior, op, lik, y, n_samples=N, config=self.config, generator=gen, callback=self._log_fit,
@@ -178,8 +195,25 @@ class VIPaintModule(pl.LightningModule):
             out["std"][b] = samples[j].std(0) if N > 1 else torch.zeros_like(samples[j, 0])
             out["y"][b] = y_img[j]
             out["bound"][b] = {k: float(v[j]) for k, v in res.bound.items()}
-            out["meta"][b] = {"seconds": seconds, "nfe_per_image": res.nfe, "keypoints": res.posterior.keypoints,
+            out["meta"][b] = {"method": "vipaint", "seconds": seconds, "nfe_per_image": res.nfe, "keypoints": res.posterior.keypoints,
                               "fit_steps": hp.fit_steps, "refine_steps": hp.refine_steps, "seed": int(hp.seed) + first}
+        self._log_batch(out, todo, seconds)
+        return out
+
+    def _finish_baseline(self, out: dict, todo: list[int], op, y: Tensor, gen, t0: float) -> dict:
+        fn, cfg = self.baseline
+        samples, nfe = fn(self.prior, op, y, self.hparams.n_samples, cfg, gen)
+        seconds = (time.perf_counter() - t0) / len(todo)
+        samples, y_img = samples.detach().float().cpu(), op.to_image(y).detach().cpu()
+        for j, b in enumerate(todo):
+            if not bool(torch.isfinite(samples[j]).all()):
+                out["status"][b] = f"'{out['names'][b]}': the samples contain NaN or inf"
+                continue
+            out["samples"][b], out["y"][b] = samples[j], y_img[j]
+            out["mean"][b] = samples[j].mean(0)
+            out["std"][b] = samples[j].std(0) if samples.shape[1] > 1 else torch.zeros_like(samples[j, 0])
+            out["meta"][b] = {"method": self.hparams.method, "seconds": seconds, "nfe_per_sample": nfe,
+                              "config": vars(cfg)}
         self._log_batch(out, todo, seconds)
         return out
 
@@ -205,7 +239,7 @@ class VIPaintModule(pl.LightningModule):
             return
         ok = [b for b in todo if out["status"][b] == "ok"]
         exp = getattr(self.logger, "experiment", None)
-        if ok:
+        if ok and self.baseline is None:
             elbo = float(torch.tensor([out["bound"][b]["elbo"] for b in ok]).mean())
             if self.trainer.testing:
                 self.log("test/elbo", elbo, batch_size=len(ok), sync_dist=True)

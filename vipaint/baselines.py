@@ -1,0 +1,173 @@
+r"""Baselines in the same harness: DPS, RED-diff and RePaint on any ``Prior`` and ``Operator``.
+
+Each is a function ``(prior, operator, y, n_samples, config, generator) -> (samples (B, N, C, H, W), nfe)``
+drawing N samples per observation in one batch of B·N (image-major, like VIPaint).
+
+==========  ===========================================================================  ==================
+method      step (notation of ``schedule.py``; r = y - A D(x̂_0(z_t)))                   NFE per sample
+==========  ===========================================================================  ==================
+DPS         DDPM ancestral step from x̂_0(z_t), then z_{t-1} -= ζ ∇_{z_t} ||r||           ``n_steps`` fwd+bwd
+            (Chung et al. ICLR 2023, Alg. 1; ζ = 0.5 is their inpainting config, with
+            the norm (not squared) as in their code: ζ_i = ζ/||r|| on ∇||r||²/2)         (default 1000)
+RED-diff    Adam on μ = x_0: ||y - A D(μ)||²/2 on observed entries, plus the               ``n_steps`` fwd
+            regulariser λ σ_t/α_t ⟨sg(ε̂(α_t μ + σ_t ε, t) - ε), μ⟩, t descending          (default 100)
+            (Mardani et al. 2023, eq. 9 and their code: lr 0.25, λ 0.25)
+RePaint     DDPM step for the hole, the forward-noised y pasted on observed pixels, and     2,410 fwd for
+            resampling jumps of length 10, 10 times, on a 250-level grid                   250/10/10
+            (Lugmayr et al. CVPR 2022; inpainting with pixel priors only)
+==========  ===========================================================================  ==================
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from .noise import randn_like
+from .operators import Inpainting, Operator
+from .prior import Prior
+from .schedule import ddim_std, ddim_step_mean
+
+__all__ = ["DPSConfig", "REDDiffConfig", "RePaintConfig", "dps", "red_diff", "repaint", "repaint_schedule", "BASELINES"]
+
+
+def _repeat(y: Tensor, operator: Operator, n: int) -> tuple[Tensor, Operator]:
+    return y.repeat_interleave(n, dim=0), operator.expand(n)
+
+
+def _finish(prior: Prior, x: Tensor, B: int, n: int) -> Tensor:
+    if prior.output_range is not None:
+        x = x.clamp(*prior.output_range)
+    return x.reshape(B, n, *x.shape[1:])
+
+
+@dataclass
+class DPSConfig:
+    n_steps: int = 1000
+    scale: float = 0.5
+
+
+def dps(prior: Prior, operator: Operator, y: Tensor, n_samples: int = 4, config: DPSConfig = DPSConfig(),
+        generator: torch.Generator | None = None) -> tuple[Tensor, int]:
+    """Diffusion posterior sampling. Each step: one forward and one backward through the network."""
+    B, n = y.shape[0], n_samples
+    yy, op = _repeat(y, operator, n)
+    sched = prior.schedule
+    ts = sched.strided(sched.T - 1, config.n_steps)
+    z = randn_like(torch.empty((B * n, *prior.latent_shape), device=y.device), generator)
+    x0 = None
+    for j, t in enumerate(ts):
+        with torch.enable_grad():
+            zr = z.detach().requires_grad_(True)
+            x0_hat, eps_hat = prior.denoise(zr, t)
+            norm = op.residual_norm(yy, prior.decode(x0_hat))
+            (g,) = torch.autograd.grad(norm.sum(), zr)
+        x0 = x0_hat.detach()
+        if j + 1 == len(ts):
+            break
+        ab_t, ab_s = sched.alpha_bar(t), sched.alpha_bar(ts[j + 1])
+        c = ddim_std(ab_t, ab_s, 1.0)
+        z = ddim_step_mean(x0, eps_hat.detach(), ab_s, c) + c.to(z.dtype) * randn_like(z, generator) - config.scale * g
+    with torch.no_grad():
+        return _finish(prior, prior.decode(x0), B, n), len(ts)
+
+
+@dataclass
+class REDDiffConfig:
+    n_steps: int = 100
+    lr: float = 0.25
+    lam: float = 0.25
+    obs_weight: float = 1.0
+
+
+def red_diff(prior: Prior, operator: Operator, y: Tensor, n_samples: int = 4, config: REDDiffConfig = REDDiffConfig(),
+             generator: torch.Generator | None = None) -> tuple[Tensor, int]:
+    """RED-diff: x_0 = μ fitted by Adam; the denoiser's residual is detached (no backward through the network).
+
+    Loss per sample (their code, ``algos/reddiff.py``): obs_weight·||y - A D(μ)||²/2 (mean over entries)
+    + λ_t ⟨ε̂ - ε, μ⟩ (mean), λ_t = λ σ_t/α_t, t descending from T-1 to 0 over ``n_steps``.
+    μ starts from Aᵀ y (the observation as an image) as in their inpainting runs; samples differ by ε.
+    """
+    B, n = y.shape[0], n_samples
+    yy, op = _repeat(y, operator, n)
+    sched = prior.schedule
+    with torch.no_grad():
+        mu0 = prior.encode(op.to_image(yy))
+    mu = mu0.clone().requires_grad_(True)
+    opt = torch.optim.Adam([mu], lr=config.lr, betas=(0.9, 0.99))
+    ts = sched.strided(sched.T - 1, config.n_steps)
+    w = op.valid(yy).expand_as(yy)
+    for t in ts:
+        ab = sched.alpha_bar(t)
+        eps = randn_like(mu, generator)
+        with torch.no_grad():
+            _, eps_hat = prior.denoise(ab.sqrt().to(mu.dtype) * mu + (1 - ab).sqrt().to(mu.dtype) * eps, t)
+        with torch.enable_grad():
+            opt.zero_grad(set_to_none=True)
+            obs = ((w * (yy - op.forward(prior.decode(mu)))) ** 2).flatten(1).mean(1) / 2
+            reg = ((eps_hat - eps) * mu).flatten(1).mean(1)
+            lam_t = float(config.lam * ((1 - ab) / ab).sqrt())
+            (config.obs_weight * obs + lam_t * reg).sum().backward()
+        opt.step()
+    with torch.no_grad():
+        return _finish(prior, prior.decode(mu.detach()), B, n), len(ts)
+
+
+@dataclass
+class RePaintConfig:
+    n_levels: int = 250
+    jump_length: int = 10
+    jump_n_sample: int = 10
+
+
+def repaint_schedule(n_levels: int, jump_length: int, jump_n_sample: int) -> list[int]:
+    """RePaint's level sequence (``get_schedule_jump``): levels from n_levels-1 down to -1 (clean) with jumps back up."""
+    jumps = {j: jump_n_sample - 1 for j in range(0, n_levels - jump_length, jump_length)}
+    t, ts = n_levels, []
+    while t >= 1:
+        t -= 1
+        ts.append(t)
+        if jumps.get(t, 0) > 0:
+            jumps[t] -= 1
+            for _ in range(jump_length):
+                t += 1
+                ts.append(t)
+    ts.append(-1)
+    return ts
+
+
+def repaint(prior: Prior, operator: Operator, y: Tensor, n_samples: int = 4, config: RePaintConfig = RePaintConfig(),
+            generator: torch.Generator | None = None) -> tuple[Tensor, int]:
+    """RePaint: unconditional DDPM steps with the observed pixels replaced by y noised to the same level."""
+    if not isinstance(operator, Inpainting) or prior.is_latent:
+        raise ValueError("RePaint is defined for inpainting with a pixel prior")
+    B, n = y.shape[0], n_samples
+    yy, op = _repeat(y, operator, n)
+    m = op.valid(yy)
+    sched = prior.schedule
+    grid = list(reversed(sched.strided(sched.T - 1, config.n_levels)))    # grid[level] = timestep, increasing
+    levels = repaint_schedule(len(grid), config.jump_length, config.jump_n_sample)
+    z = randn_like(yy, generator)
+    nfe, x0 = 0, yy
+    with torch.no_grad():
+        for cur, nxt in zip(levels[:-1], levels[1:]):
+            t = grid[cur]
+            if nxt < cur:   # reverse step (to the clean level when nxt = -1)
+                x0, eps_hat = prior.denoise(z, t)
+                nfe += 1
+                if nxt < 0:
+                    break
+                ab_t, ab_s = sched.alpha_bar(t), sched.alpha_bar(grid[nxt])
+                c = ddim_std(ab_t, ab_s, 1.0)
+                unknown = ddim_step_mean(x0, eps_hat, ab_s, c) + c.to(z.dtype) * randn_like(z, generator)
+                known = ab_s.sqrt().to(z.dtype) * yy + (1 - ab_s).sqrt().to(z.dtype) * randn_like(z, generator)
+                z = m * known + (1 - m) * unknown
+            else:           # jump back up: forward-noise from level cur to nxt
+                ratio = sched.alpha_bar(grid[nxt]) / sched.alpha_bar(t)
+                z = ratio.sqrt().to(z.dtype) * z + (1 - ratio).sqrt().to(z.dtype) * randn_like(z, generator)
+        x = m * yy + (1 - m) * x0
+    return _finish(prior, x, B, n), nfe
+
+
+BASELINES = {"dps": (dps, DPSConfig), "red_diff": (red_diff, REDDiffConfig), "repaint": (repaint, RePaintConfig)}
