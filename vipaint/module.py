@@ -22,6 +22,7 @@ from .operators import make_operator
 from .prior import Prior
 from .refine import RefineConfig
 from .sampler import VIPaintConfig, vipaint
+from .writer import SKIPPED
 
 __all__ = ["VIPaintModule"]
 
@@ -112,7 +113,7 @@ class VIPaintModule(pl.LightningModule):
     def _writer_completed(self, names: list[str]) -> set[str]:
         from .writer import VIPaintWriter
 
-        done = set()
+        done: set[str] = set()
         for cb in getattr(self.trainer, "callbacks", []) if self._trainer is not None else []:
             if isinstance(cb, VIPaintWriter):
                 done |= {n for n in names if VIPaintWriter.is_complete(cb.output_dir, n)}
@@ -148,7 +149,8 @@ class VIPaintModule(pl.LightningModule):
         done = self._writer_completed(names)
         for b in range(B):
             if names[b] in done:
-                status[b] = "skipped: outputs already complete"
+                status[b] = f"{SKIPPED}: outputs already complete"
+                log.info("%s: outputs already complete, skipped", names[b])
             else:
                 err = self._check(x[b], keep[b], names[b])
                 if err:

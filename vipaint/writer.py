@@ -37,6 +37,8 @@ __all__ = ["VIPaintWriter", "completed_names", "RESULT_FILE", "STD_SCALE"]
 log = logging.getLogger(__name__)
 
 RESULT_FILE = "result.json"
+#: A status starting with this marks an image the module skipped because its outputs are complete.
+SKIPPED = "skipped"
 
 # std.png maps std / STD_SCALE, clipped to [0, 1], to black..white. The scale is FIXED (not the
 # per-image max) so that std maps are comparable across images and runs. In [-1, 1] units a
@@ -142,6 +144,12 @@ class VIPaintWriter(BasePredictionWriter):
             return
         self.write_prediction(prediction)
 
+    def on_test_batch_end(self, trainer: Any, pl_module: Any, outputs: Any, batch: Any, batch_idx: int,
+                          dataloader_idx: int = 0) -> None:
+        # `infer.py --mode test` scores the samples and writes them like predict does.
+        if outputs is not None:
+            self.write_prediction(outputs)
+
     def write_on_epoch_end(self, trainer: Any, pl_module: Any, predictions: Any, batch_indices: Any) -> None:
         # Unused: write_interval is always "batch" (see __init__).
         return None
@@ -162,6 +170,10 @@ class VIPaintWriter(BasePredictionWriter):
             mask = mask.detach().to("cpu", torch.float32)
         out: dict[str, str] = {}
         for i, name in enumerate(prediction["names"]):
+            if str(prediction["status"][i]).startswith(SKIPPED):
+                # Already complete from an earlier run: leave its files untouched.
+                out[name] = prediction["status"][i]
+                continue
             out[name] = self._write_one(
                 name,
                 samples[i],
