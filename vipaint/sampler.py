@@ -46,7 +46,7 @@ class VIPaintOutput:
     bound: dict[str, Tensor]   # per-image terms (B,) evaluated after the fit
     fit: FitResult
     posterior: HierarchicalPosterior
-    nfe: int
+    nfe: int                   # network evaluations per image, one sample each (fit, bound estimate, sampling)
 
 
 def vipaint(prior: Prior, operator: Operator, likelihood, y: Tensor, n_samples: int = 4,
@@ -68,15 +68,16 @@ def vipaint(prior: Prior, operator: Operator, likelihood, y: Tensor, n_samples: 
         posterior.initialize(prior, z_y, gamma=config.init_gamma, var_scale=config.init_var_scale,
                              mean_noise=config.init_mean_noise, generator=generator)
     result = fit(prior, posterior, likelihood, y, config.fit, generator, callback=callback, on_step=on_step)
-    nfe = result.nfe
+    # NFE per image, counted in single-sample network evaluations (a batched call over n samples counts n).
+    nfe = result.nfe * config.fit.n_samples
     with torch.no_grad():
         terms = evaluate_bound(prior, posterior, likelihood, y, config.n_eval_samples, config.fit.n_grid, generator)
         bound = terms.per_image(config.n_eval_samples)
-        nfe += terms.nfe
+        nfe += terms.nfe * config.n_eval_samples
         z_top = posterior.sample_top(prior, n_samples, generator)
         chain = posterior.chain(prior, z_top, n_samples, generator)
     x, nfe_refine = refine(prior, likelihood, y, chain.z_bottom, posterior.keypoints[-1], config.refine, generator,
                             progress=on_refine_step)
-    nfe += chain.nfe + nfe_refine
+    nfe += (chain.nfe + nfe_refine) * n_samples
     samples = x.reshape(B, n_samples, *x.shape[1:])
     return VIPaintOutput(samples=samples, bound=bound, fit=result, posterior=posterior, nfe=nfe)
