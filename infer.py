@@ -29,7 +29,7 @@ class InferCLI(LightningCLI):
                             help="predict: write samples; test: also score them against the ground truth")
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str] | None = None):
     argv = sys.argv[1:] if argv is None else argv
     defaults = [str(DEFAULT_CONFIG)] if DEFAULT_CONFIG.exists() else []
     cli = InferCLI(VIPaintModule, LightningDataModule, subclass_mode_data=True, run=False, args=argv,
@@ -44,8 +44,10 @@ def main(argv: list[str] | None = None) -> None:
     else:
         trainer.predict(model, datamodule=data, return_predictions=False)
     writer = [cb for cb in trainer.callbacks if hasattr(cb, "output_dir")]
+    log_dir = trainer.log_dir  # a broadcast under DDP: every rank must call it, not only rank 0
     if trainer.is_global_zero and writer:
-        print(f"vipaint: outputs in {os.path.abspath(writer[0].output_dir)}; logs in {trainer.log_dir}")
+        print(f"vipaint: outputs in {os.path.abspath(writer[0].output_dir)}; logs in {log_dir}")
+    return trainer
 
 
 if __name__ == "__main__":

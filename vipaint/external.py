@@ -76,7 +76,14 @@ def tiny_random_unet(path: str | os.PathLike, image_size: int = 32, channels: in
     tmp = path.with_name(path.name + f".tmp{os.getpid()}")
     unet.save_pretrained(tmp)
     DDPMScheduler(num_train_timesteps=1000, beta_schedule="linear").save_pretrained(tmp)
-    tmp.replace(path) if not path.exists() else None
+    try:
+        tmp.replace(path)          # atomic publish; another process may have won the race
+    except OSError:
+        if not (path / "config.json").exists():
+            raise
+        import shutil
+
+        shutil.rmtree(tmp, ignore_errors=True)
     return path
 
 

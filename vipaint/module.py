@@ -146,7 +146,8 @@ class VIPaintModule(pl.LightningModule):
         if keep is None:
             keep = torch.ones_like(x[:, :1])
         status = ["ok"] * B
-        done = self._writer_completed(names)
+        # A re-run of predict skips finished images; test must score every image, so it recomputes them.
+        done = self._writer_completed(names) if not (self._trainer is not None and self.trainer.testing) else set()
         for b in range(B):
             if names[b] in done:
                 status[b] = f"{SKIPPED}: outputs already complete"

@@ -1,0 +1,226 @@
+"""Bad inputs fail clearly, and one bad image does not stop the others.
+
+Errors the datamodule can see (file contents, mask/image agreement) are ``ValueError``s from
+``FolderDataset.__getitem__`` naming the image; a batch holding such an item fails as a whole.
+Errors only the model can see (channels/size vs the prior, NaN pixels, a NaN bound during the fit)
+are isolated per image by ``VIPaintModule`` into ``status``; the writer then writes only an
+error ``result.json`` for that image, and a re-run retries it while skipping the completed ones.
+"""
+from __future__ import annotations
+
+import json
+import math
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from datamodules import FolderDataModule
+from datamodules.folder import FolderDataset
+from vipaint.module import VIPaintModule
+from vipaint.writer import RESULT_FILE, VIPaintWriter
+
+TINY = dict(n_samples=2, fit_steps=3, fit_samples=2, refine_steps=2, n_grid=5, progress=False, log_images=False)
+
+
+# -- helpers ---------------------------------------------------------------------------------------------
+def save_png(path: Path, array: np.ndarray, mode: str | None = None) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(array.astype(np.uint8), mode=mode).save(path)
+    return path
+
+
+def rgb(h: int = 16, w: int = 16, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 256, size=(h, w, 3), dtype=np.uint8)
+
+
+def box_mask(h: int = 16, w: int = 16) -> np.ndarray:
+    m = np.full((h, w), 255, np.uint8)
+    m[h // 4: 3 * h // 4, w // 4: 3 * w // 4] = 0  # black = missing
+    return m
+
+
+def folder(tmp_path: Path, images: dict[str, np.ndarray], masks: dict[str, np.ndarray] | None = None):
+    img_dir, mask_dir = tmp_path / "images", tmp_path / "masks"
+    for name, a in images.items():
+        save_png(img_dir / f"{name}.png", a)
+    if masks is not None:
+        for name, m in masks.items():
+            save_png(mask_dir / f"{name}.png", m)
+    return img_dir, (mask_dir if masks is not None else None)
+
+
+def batch_of(xs: list[torch.Tensor], keeps: list[torch.Tensor], names: list[str]) -> dict:
+    return {"x": torch.stack(xs), "keep_mask": torch.stack(keeps), "name": names, "index": torch.arange(len(xs))}
+
+
+def keep_box() -> torch.Tensor:
+    return torch.from_numpy(box_mask()).float().div(255)[None]
+
+
+# -- datamodule-level errors ------------------------------------------------------------------------------
+def test_mask_of_other_size_is_a_clear_error(tmp_path):
+    names = ["a", "b", "c", "d"]
+    imgs = {n: rgb(seed=i) for i, n in enumerate(names)}
+    imgs["b"] = rgb(20, 20)
+    masks = {n: box_mask() for n in names}
+    img_dir, mask_dir = folder(tmp_path, imgs, masks)
+    ds = FolderDataset(img_dir, mask_dir, image_size=16)
+    with pytest.raises(ValueError, match=r"mask 16x16 does not match image 20x20.*'b'"):
+        ds[1]
+    for i in (0, 2, 3):  # the other items are unaffected
+        assert ds[i]["x"].shape == (3, 16, 16)
+    dm = FolderDataModule(str(img_dir), str(mask_dir), image_size=16, batch_size=4)
+    with pytest.raises(ValueError, match=r"16x16 does not match image 20x20"):
+        next(iter(dm.predict_dataloader()))  # acceptable: the whole batch fails, with a clear message
+
+
+@pytest.mark.parametrize("value, words", [(0, "nothing observed"), (255, "nothing missing")])
+def test_mask_with_nothing_observed_or_missing(tmp_path, value, words):
+    img_dir, mask_dir = folder(tmp_path, {"a": rgb(), "z": rgb(seed=1)},
+                               {"a": box_mask(), "z": np.full((16, 16), value, np.uint8)})
+    ds = FolderDataset(img_dir, mask_dir, image_size=16)
+    with pytest.raises(ValueError, match=f"mask for 'z' has {words}"):
+        ds[1]
+    assert ds[0]["name"] == "a"
+
+
+def test_module_check_names_empty_and_full_masks(tiny_prior):
+    module = VIPaintModule(prior=tiny_prior, **TINY)
+    x = torch.zeros(3, 16, 16)
+    assert "observes no pixel" in module._check(x, torch.zeros(1, 16, 16), "img")
+    assert "observes every pixel" in module._check(x, torch.ones(1, 16, 16), "img")
+    assert module._check(x, keep_box(), "img") is None
+
+
+def test_non_binary_mask_warns_and_thresholds(tmp_path):
+    m = box_mask()
+    m[0, :8] = 100   # < 0.5 -> missing
+    m[1, :8] = 200   # >= 0.5 -> observed
+    img_dir, mask_dir = folder(tmp_path, {"a": rgb()}, {"a": m})
+    ds = FolderDataset(img_dir, mask_dir, image_size=16)
+    with pytest.warns(UserWarning, match=r"mask for 'a' is not binary.*thresholding at 0.5"):
+        item = ds[0]
+    keep = item["keep_mask"]
+    assert set(keep.unique().tolist()) == {0.0, 1.0}
+    assert (keep[0, 0, :8] == 0).all() and (keep[0, 1, :8] == 1).all()
+
+
+def test_two_channel_image_is_a_clear_error(tmp_path):
+    img_dir, _ = folder(tmp_path, {"ok": rgb()})
+    la = np.stack([rgb()[..., 0], np.full((16, 16), 255, np.uint8)], axis=-1)
+    save_png(img_dir / "greyalpha.png", la, mode="LA")
+    ds = FolderDataset(img_dir, image_size=16)
+    names = [ds.source.name(i) for i in range(len(ds))]
+    with pytest.raises(ValueError, match=r"'greyalpha.png' has 2 channel\(s\) but 3 are expected"):
+        ds[names.index("greyalpha")]
+    assert ds[names.index("ok")]["x"].shape == (3, 16, 16)
+
+
+def test_three_channel_image_for_one_channel_prior(tmp_path):
+    from vipaint.external import PixelPrior, tiny_random_unet
+
+    path = tiny_random_unet(tmp_path / "grey-unet", image_size=16, channels=1, seed=0)
+    module = VIPaintModule(prior=PixelPrior(str(path), local_files_only=True), **TINY)
+    err = module._check(torch.zeros(3, 16, 16), keep_box(), "photo")
+    assert err == "'photo' has 3 channels, the prior expects 1"
+    out = module._run(batch_of([torch.zeros(3, 16, 16)], [keep_box()], ["photo"]), 0)
+    assert out["status"] == [err]
+
+
+def test_image_of_wrong_size_for_the_prior(tiny_prior):
+    module = VIPaintModule(prior=tiny_prior, **TINY)
+    err = module._check(torch.zeros(3, 32, 32), torch.ones(1, 32, 32), "big")
+    assert "'big' is 32x32, the prior expects 16x16" in err and "--data.init_args.image_size 16" in err
+
+
+def test_unreadable_file_names_the_file(tmp_path):
+    img_dir, _ = folder(tmp_path, {"a": rgb()})
+    bad = img_dir / "broken.png"
+    bad.write_bytes(b"\x89PNG\r\n\x1a\n this is not really a png" + bytes(range(256)))
+    ds = FolderDataset(img_dir, image_size=16)
+    idx = [ds.source.name(i) for i in range(len(ds))].index("broken")
+    with pytest.raises(ValueError, match=r"cannot read image .*broken\.png"):
+        ds[idx]
+    assert ds[1 - idx]["name"] == "a"
+
+
+# -- model-level failures are isolated per image -------------------------------------------------------
+def test_nan_pixels_fail_only_that_image(tiny_prior, tmp_path):
+    module = VIPaintModule(prior=tiny_prior, **TINY)
+    g = torch.Generator().manual_seed(0)
+    x0, x1 = torch.rand(3, 16, 16, generator=g) * 2 - 1, torch.rand(3, 16, 16, generator=g) * 2 - 1
+    x1[0, 2, 3] = float("nan")
+    out = module._run(batch_of([x0, x1], [keep_box(), keep_box()], ["good", "nan"]), 0)
+    assert out["status"][0] == "ok"
+    assert "NaN" in out["status"][1] and "'nan'" in out["status"][1]
+    assert torch.isfinite(out["samples"][0]).all() and out["samples"][0].abs().sum() > 0
+    assert math.isfinite(out["bound"][0]["elbo"])
+
+    # The writer: full outputs for the good image, only an error result.json for the failed one.
+    writer = VIPaintWriter(str(tmp_path / "out"))
+    statuses = writer.write_prediction(out)
+    assert statuses["good"] == "ok" and "NaN" in statuses["nan"]
+    assert VIPaintWriter.is_complete(writer.output_dir, "good")
+    assert not VIPaintWriter.is_complete(writer.output_dir, "nan")
+    assert sorted(p.name for p in (writer.output_dir / "nan").iterdir()) == [RESULT_FILE]
+    res = json.loads((writer.output_dir / "nan" / RESULT_FILE).read_text())
+    assert res["status"] == out["status"][1] and res["files"] == [] and res["num_samples"] == 0
+
+
+def test_nan_bound_during_fit_fails_only_that_image(tiny_prior, monkeypatch):
+    """If NaN reaches the fit (here: the input check is bypassed), only that image's bound is NaN."""
+    monkeypatch.setattr(VIPaintModule, "_check", lambda self, x, keep, name: None)
+    module = VIPaintModule(prior=tiny_prior, **TINY)
+    g = torch.Generator().manual_seed(1)
+    xs = [torch.rand(3, 16, 16, generator=g) * 2 - 1 for _ in range(3)]
+    xs[1][:, 0, 0] = float("nan")  # an observed pixel (the box mask keeps the border)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        out = module._run(batch_of(xs, [keep_box()] * 3, ["a", "b", "c"]), 0)
+    assert out["status"][0] == "ok" and out["status"][2] == "ok", out["status"]
+    assert out["status"][1].startswith("'b': ") and "bound became NaN" in out["status"][1]
+    for b in (0, 2):
+        assert torch.isfinite(out["samples"][b]).all()
+        assert all(math.isfinite(v) for v in out["bound"][b].values())
+    assert out["bound"][1] == {}
+
+
+def test_failed_image_is_retried_on_rerun(tiny_prior, tmp_path, monkeypatch):
+    """Through a Trainer: a batch of 4 with one failure writes the 3 others; a re-run redoes only it."""
+    from lightning.pytorch import Trainer
+
+    names = ["a", "b", "c", "d"]
+    img_dir, _ = folder(tmp_path, {n: rgb(seed=i) for i, n in enumerate(names)})
+    out_dir = tmp_path / "out"
+
+    def run():
+        writer = VIPaintWriter(str(out_dir))
+        trainer = Trainer(accelerator="cpu", devices=1, inference_mode=False, logger=False, callbacks=[writer],
+                          enable_progress_bar=False, enable_model_summary=False, enable_checkpointing=False,
+                          default_root_dir=tmp_path)
+        dm = FolderDataModule(str(img_dir), image_size=16, batch_size=4)
+        trainer.predict(VIPaintModule(prior=tiny_prior, **TINY), datamodule=dm, return_predictions=False)
+
+    original = VIPaintModule._check
+
+    def flaky_check(self, x, keep, name):
+        return f"'{name}' could not be processed (simulated)" if name == "b" else original(self, x, keep, name)
+
+    monkeypatch.setattr(VIPaintModule, "_check", flaky_check)
+    run()
+    results = {n: json.loads((out_dir / n / RESULT_FILE).read_text()) for n in names}
+    assert results["b"]["status"] == "'b' could not be processed (simulated)"
+    assert [p.name for p in (out_dir / "b").iterdir()] == [RESULT_FILE]
+    assert VIPaintWriter.completed_names(out_dir) == {"a", "c", "d"}
+    mtimes = {n: (out_dir / n / RESULT_FILE).stat().st_mtime_ns for n in names}
+
+    monkeypatch.setattr(VIPaintModule, "_check", original)
+    run()
+    assert VIPaintWriter.completed_names(out_dir) == set(names)
+    assert json.loads((out_dir / "b" / RESULT_FILE).read_text())["status"] == "ok"
+    for n in ("a", "c", "d"):  # completed images are skipped, their files untouched
+        assert (out_dir / n / RESULT_FILE).stat().st_mtime_ns == mtimes[n]
