@@ -190,6 +190,7 @@ class Cifar10DataModule(ImageMaskDataModule):
         split: str = "test",
         limit: int | None = None,
         train_limit: int | None = None,
+        val_limit: int = 64,
         mask: str = "box",
         mask_ratio: float | tuple[float, float] | None = None,
         seed: int = 0,
@@ -209,7 +210,9 @@ class Cifar10DataModule(ImageMaskDataModule):
         self.split = _check_split(split)
         self.limit = limit
         self.train_limit = train_limit
+        self.val_limit = val_limit
         self.train_dataset: ImageMaskDataset | None = None
+        self.val_dataset: ImageMaskDataset | None = None
 
     def prepare_data(self) -> None:
         # Lightning runs prepare_data on one process only: the place to download.
@@ -236,8 +239,16 @@ class Cifar10DataModule(ImageMaskDataModule):
                     hflip=True,
                     random_masks=True,
                 )
+            if self.val_dataset is None:
+                # A fixed held-out batch (test split, seeded masks): the same images every validation.
+                self.val_dataset = ImageMaskDataset(self._source("test", self.val_limit), mask=self.mask_generator,
+                                                    seed=self.seed)
         else:
             super().setup(stage)
+
+    def val_dataloader(self) -> DataLoader:
+        self.setup("fit")
+        return self._loader(self.val_dataset, shuffle=False, drop_last=False)
 
     def train_dataloader(self) -> DataLoader:
         self.setup("fit")

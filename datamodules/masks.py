@@ -289,12 +289,25 @@ class RandomPixelsMask(MaskGenerator):
         return torch.rand(h, w, generator=generator) < self.ratio
 
 
+class MixedMask(MaskGenerator):
+    """One of box 50%, random boxes 30-70%, half and strokes, chosen uniformly per call (training the
+    amortized encoder on every mask type of the benchmark)."""
+
+    def __init__(self) -> None:
+        self.kinds = [BoxMask(0.5), RandomBoxesMask(0.3, 0.7), HalfMask(), StrokesMask()]
+
+    def _missing(self, h: int, w: int, generator: torch.Generator) -> torch.Tensor:
+        kind = self.kinds[_randint(0, len(self.kinds) - 1, generator)]
+        return kind._missing(h, w, generator)
+
+
 MASKS: dict[str, type[MaskGenerator]] = {
     "box": BoxMask,
     "random_boxes": RandomBoxesMask,
     "half": HalfMask,
     "strokes": StrokesMask,
     "pixels": RandomPixelsMask,
+    "mixed": MixedMask,
 }
 
 

@@ -56,6 +56,9 @@ class VIPaintModule(pl.LightningModule):
         log_images: add an image grid per batch to the logger.
         log_every: log the bound's terms every this many fit iterations (each log synchronises the device).
         progress: a progress bar over fit iterations and refinement steps (rank 0 only).
+        init: "hand" (λ from the encoded observation, method.md §2) or "amortized" (predicted by the
+            encoder of ``encoder_ckpt``, a checkpoint of ``amortized.module.AmortizedModule``); with
+            ``fit_steps`` 0 the prediction is used as is, with N > 0 it is fine-tuned (semi-amortized).
     """
 
     def __init__(self, prior: Prior | None = None, method: str = "vipaint", method_args: dict[str, float] | None = None,
@@ -67,7 +70,8 @@ class VIPaintModule(pl.LightningModule):
                  n_grid: int = 50, refine_steps: int = 50, refine_guidance: str = "tweedie", refine_scale: float = 1.0,
                  refine_eta: float = 1.0, cg_steps: int = 0, init_gamma: float = 4.0, init_var_scale: float = 1.0,
                  init_mean_noise: float = 0.0, seed: int = 0, lpips_net: str = "vgg", lpips_backbone: str | None = None,
-                 log_images: bool = True, log_every: int = 5, progress: bool = True):
+                 log_images: bool = True, log_every: int = 5, progress: bool = True, init: str = "hand",
+                 encoder_ckpt: str | None = None):
         super().__init__()
         self.save_hyperparameters(ignore=["prior"])
         if prior is None:
@@ -89,6 +93,7 @@ class VIPaintModule(pl.LightningModule):
 
         if method != "vipaint" and method not in BASELINES:
             raise ValueError(f"unknown method {method!r}; expected 'vipaint' or one of {sorted(BASELINES)}")
+        self.encoder = self._load_encoder(init, encoder_ckpt)
         self.baseline = None
         if method != "vipaint":
             fn, cfg_cls = BASELINES[method]
@@ -101,6 +106,46 @@ class VIPaintModule(pl.LightningModule):
         self._fit_log_step = 0
 
     # -- helpers ---------------------------------------------------------------------------------------
+    def _load_encoder(self, init: str, path: str | None):
+        if init == "hand":
+            return None
+        if init != "amortized":
+            raise ValueError(f"init must be 'hand' or 'amortized', got {init!r}")
+        if not path:
+            raise ValueError("init='amortized' needs --model.encoder_ckpt PATH (a checkpoint from "
+                             "`python train.py fit --config configs/amortized_cifar10.yaml`)")
+        from amortized.encoder import AmortizedEncoder
+
+        try:
+            ckpt = torch.load(path, map_location="cpu", weights_only=False)
+        except (OSError, RuntimeError) as e:
+            raise ValueError(f"cannot read the encoder checkpoint {path}: {e}") from e
+        hp = ckpt.get("hyper_parameters", {})
+        state = {k.removeprefix("encoder."): v for k, v in ckpt.get("state_dict", {}).items() if k.startswith("encoder.")}
+        if not state:
+            raise ValueError(f"{path} holds no encoder weights (expected an AmortizedModule checkpoint)")
+        encoder = AmortizedEncoder(self.prior.latent_shape[0], len(self.keypoints), hp.get("width", 64), hp.get("depth", 2))
+        try:
+            encoder.load_state_dict(state)
+        except RuntimeError as e:
+            raise ValueError(f"the encoder in {path} does not fit this prior / keypoints "
+                             f"({self.prior.latent_shape}, K={len(self.keypoints)}): {e}") from e
+        return encoder.eval().requires_grad_(False)
+
+    def _initial_posterior(self, op, y: Tensor, keep: Tensor):
+        """λ predicted by the amortized encoder (None: the sampler's hand-made init)."""
+        if self.encoder is None:
+            return None
+        from amortized.module import predict_posterior
+        from .posterior import HierarchicalPosterior
+
+        with torch.no_grad():
+            pred = predict_posterior(self.encoder, self.prior, self.keypoints, op, y, keep, self.hparams.eta,
+                                     self.hparams.init_gamma, self.hparams.init_var_scale)
+        post = HierarchicalPosterior(self.keypoints, self.prior.latent_shape, batch=y.shape[0], eta=self.hparams.eta)
+        post.load_parameters(pred.mu, pred.logvar, pred.gamma)
+        return post.to(y.device)
+
     def _lpips_model(self):
         if self.hparams.likelihood != "authors":
             return None
@@ -180,6 +225,7 @@ class VIPaintModule(pl.LightningModule):
         bar = self._progress_bar(len(todo))
         try:
             res = vipaint(self.prior, op, lik, y, n_samples=N, config=self.config, generator=gen, callback=self._log_fit,
+                          posterior=self._initial_posterior(op, y, ks),
                           on_step=(lambda it: bar.update(1)) if bar else None,
                           on_refine_step=(lambda j, n: bar.update(1)) if bar else None)
         finally:

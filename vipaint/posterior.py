@@ -96,25 +96,46 @@ class HierarchicalPosterior(nn.Module):
         s = prior.schedule
         return ddim_std(s.alpha_bar(self.keypoints[k - 1]), s.alpha_bar(self.keypoints[k]), self.eta)
 
-    @torch.no_grad()
-    def initialize(self, prior: Prior, z_y: Tensor, gamma: float = 4.0, var_scale: float = 1.0,
-                   mean_noise: float = 0.0, generator: torch.Generator | None = None) -> None:
-        """Initialise from the encoded observation z_y (B, *latent) so that q starts at the prior transitions.
+    def initial_values(self, prior: Prior, z_y: Tensor, gamma: float = 4.0, var_scale: float = 1.0,
+                       mean_noise: float = 0.0, generator: torch.Generator | None = None) -> tuple[Tensor, Tensor, Tensor]:
+        """The hand-made λ from the encoded observation z_y (B, *latent): (mu, logvar, gamma), each (B, K, *latent).
 
         μ_k = z_y (+ ``mean_noise``·N(0, I)); logvar_1 = log σ_{t_1}² (the prior marginal variance, so
         q(z_{t_1}) is the forward marginal of z_y); logvar_k = log (var_scale · s_k)²; γ_k = ``gamma``
         (σ(4) = 0.982: q's mean is almost the prior's). method.md §2 uses var_scale = 0.7 relative to the
-        DDPM std, mean_noise 0.1-0.8 and gamma 4-5.
+        DDPM std, mean_noise 0.1-0.8 and gamma 4-5. Differentiable w.r.t. z_y.
         """
         if z_y.shape[0] != self.mu.shape[0] or z_y.shape[1:] != self.mu.shape[2:]:
             raise ValueError(f"z_y has shape {tuple(z_y.shape)}, expected {(self.mu.shape[0], *self.mu.shape[2:])}")
-        base = z_y.unsqueeze(1).expand_as(self.mu).to(self.mu.dtype)
-        self.mu.copy_(base + mean_noise * randn_like(base, generator) if mean_noise else base)
-        sched = prior.schedule
-        self.logvar[:, 0].fill_(float(torch.log(1 - sched.alpha_bar(self.keypoints[0]))))
-        for k in range(1, self.K):
-            self.logvar[:, k].fill_(float(2 * torch.log(var_scale * self.prior_std(prior, k))))
-        self.gamma.fill_(gamma)
+        mu = z_y.unsqueeze(1).expand(-1, self.K, *z_y.shape[1:])
+        if mean_noise:
+            mu = mu + mean_noise * randn_like(mu, generator)
+        levels = [float(torch.log(1 - prior.schedule.alpha_bar(self.keypoints[0])))]
+        levels += [float(2 * torch.log(var_scale * self.prior_std(prior, k))) for k in range(1, self.K)]
+        shape = (1, self.K) + (1,) * (z_y.ndim - 1)
+        logvar = torch.tensor(levels, dtype=z_y.dtype, device=z_y.device).reshape(shape).expand_as(mu)
+        return mu, logvar, torch.full_like(mu, gamma)
+
+    @torch.no_grad()
+    def initialize(self, prior: Prior, z_y: Tensor, gamma: float = 4.0, var_scale: float = 1.0,
+                   mean_noise: float = 0.0, generator: torch.Generator | None = None) -> None:
+        """Set λ to ``initial_values`` (q starts at the prior transitions around the observation)."""
+        self.load_parameters(*self.initial_values(prior, z_y, gamma, var_scale, mean_noise, generator))
+
+    @classmethod
+    def from_tensors(cls, keypoints: list[int], mu: Tensor, logvar: Tensor, gamma: Tensor,
+                     eta: float = 1.0) -> "HierarchicalPosterior":
+        """A posterior whose λ are given tensors (e.g. an encoder's output), differentiable w.r.t. them.
+
+        Each tensor is (B, K, *latent). Used to train the amortized encoder through the same bound.
+        """
+        post = cls(keypoints, tuple(mu.shape[2:]), batch=mu.shape[0], eta=eta)
+        for name, value in (("mu", mu), ("logvar", logvar), ("gamma", gamma)):
+            if value.shape != mu.shape:
+                raise ValueError(f"{name} has shape {tuple(value.shape)}, mu {tuple(mu.shape)}")
+            delattr(post, name)          # drop the Parameter; a plain tensor keeps the encoder's graph
+            setattr(post, name, value)
+        return post
 
     def load_parameters(self, mu: Tensor, logvar: Tensor, gamma: Tensor) -> None:
         """Set λ from outside (the amortized encoder), each (B, K, *latent)."""
@@ -122,7 +143,7 @@ class HierarchicalPosterior(nn.Module):
             for p, v in ((self.mu, mu), (self.logvar, logvar), (self.gamma, gamma)):
                 if v.shape != p.shape:
                     raise ValueError(f"expected shape {tuple(p.shape)}, got {tuple(v.shape)}")
-                p.copy_(v)
+                p.copy_(v.to(p.dtype))
 
     def _per_sample(self, param: Tensor, k: int, n: int) -> Tensor:
         return param[:, k].repeat_interleave(n, dim=0)

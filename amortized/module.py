@@ -1,0 +1,106 @@
+"""Training the amortized encoder with VIPaint's own bound (``vipaint.bound``), the prior frozen.
+
+Per step: images x and fresh masks from the datamodule (``mask: mixed`` draws box / random boxes /
+half / strokes), y = A x; the encoder predicts λ from y; the loss is the negative bound averaged over
+the batch, estimated with ``n_samples`` Monte Carlo samples per image — the same ``evaluate_bound``
+and likelihood as per-image inference, so the encoder learns what the fit would optimise.
+"""
+from __future__ import annotations
+
+import lightning.pytorch as pl
+import torch
+from torch import Tensor
+
+from vipaint.bound import evaluate_bound
+from vipaint.likelihood import make_likelihood
+from vipaint.operators import make_operator
+from vipaint.posterior import HierarchicalPosterior
+from vipaint.prior import Prior
+
+from .encoder import AmortizedEncoder
+
+__all__ = ["AmortizedModule", "predict_posterior"]
+
+
+def predict_posterior(encoder: AmortizedEncoder, prior: Prior, keypoints: list[int], operator, y: Tensor,
+                      keep_mask: Tensor, eta: float = 1.0, init_gamma: float = 4.0, init_var_scale: float = 1.0,
+                      ) -> HierarchicalPosterior:
+    """λ = hand-made init + encoder residuals, as a posterior differentiable w.r.t. the encoder."""
+    with torch.no_grad():
+        z_y = prior.encode(operator.to_image(y))
+    base = HierarchicalPosterior(keypoints, prior.latent_shape, batch=y.shape[0], eta=eta).to(y.device)
+    mu0, logvar0, gamma0 = base.initial_values(prior, z_y, gamma=init_gamma, var_scale=init_var_scale)
+    d_mu, d_logvar, d_gamma = encoder(z_y, keep_mask)
+    return HierarchicalPosterior.from_tensors(keypoints, mu0 + d_mu, logvar0 + d_logvar, gamma0 + d_gamma, eta=eta)
+
+
+class AmortizedModule(pl.LightningModule):
+    """Args:
+        prior: the frozen diffusion prior. keypoints/eta/init_*: as ``VIPaintModule``.
+        operator, sigma_y: the observation model trained for. n_samples: MC samples of the bound per image.
+        beta_prior, beta_hier, n_grid: the bound's weights and prior-chain grid. width, depth: encoder size.
+        lr: Adam learning rate.
+    """
+
+    def __init__(self, prior: Prior | None = None, operator: str = "inpainting", sigma_y: float = 0.05,
+                 keypoints: list[int] | None = None, eta: float = 1.0, init_gamma: float = 4.0,
+                 init_var_scale: float = 1.0, n_samples: int = 2, beta_prior: float = 1.0, beta_hier: float = 1.0,
+                 n_grid: int = 50, width: int = 64, depth: int = 2, lr: float = 2e-4):
+        super().__init__()
+        self.save_hyperparameters(ignore=["prior"])
+        if prior is None:
+            from vipaint.external import PixelPrior
+
+            prior = PixelPrior()
+        self.prior = prior.freeze()
+        self.keypoints = prior.schedule.keypoints(tuple(keypoints) if keypoints else (550, 400))
+        self.encoder = AmortizedEncoder(prior.latent_shape[0], len(self.keypoints), width, depth)
+
+    def _terms(self, batch: dict):
+        hp = self.hparams
+        x, keep = batch["x"], batch["keep_mask"]
+        op = make_operator(hp.operator, keep, hp.sigma_y)
+        y = op.forward(x)
+        post = predict_posterior(self.encoder, self.prior, self.keypoints, op, y, keep, hp.eta, hp.init_gamma,
+                                 hp.init_var_scale)
+        lik = make_likelihood("gaussian", op, self.prior)
+        terms = evaluate_bound(self.prior, post, lik, y, hp.n_samples, hp.n_grid)
+        return terms, y, op
+
+    def training_step(self, batch: dict, batch_idx: int) -> Tensor:
+        terms, _, _ = self._terms(batch)
+        n = self.hparams.n_samples
+        loss = terms.loss(self.hparams.beta_prior, self.hparams.beta_hier).reshape(-1, n).mean()
+        for k, v in terms.per_image(n).items():
+            self.log(f"train/{k}", v.mean(), prog_bar=k == "elbo")
+        return loss
+
+    def validation_step(self, batch: dict, batch_idx: int) -> None:
+        terms, y, op = self._terms(batch)
+        for k, v in terms.per_image(self.hparams.n_samples).items():
+            self.log(f"val/{k}", v.mean(), sync_dist=True)
+        exp = getattr(self.logger, "experiment", None) if self.logger else None
+        if batch_idx == 0 and hasattr(exp, "add_image") and self.global_rank == 0:
+            from torchvision.utils import make_grid
+
+            x1 = terms.x.reshape(y.shape[0], self.hparams.n_samples, *terms.x.shape[1:])[:, 0]
+            grid = make_grid(torch.cat([op.to_image(y)[:8], x1[:8], batch["x"][:8]]), nrow=min(8, y.shape[0]),
+                             normalize=True, value_range=(-1, 1))
+            exp.add_image("val/observation|one-step x0 at T_s|truth", grid, self.global_step)
+
+    def on_after_backward(self) -> None:
+        # The prior is frozen: no gradient may reach it (checked, not assumed).
+        leaked = [n for n, p in self.prior.named_parameters() if p.grad is not None]
+        if leaked:
+            raise RuntimeError(f"gradient reached the frozen prior: {leaked[:3]}")
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        # The frozen prior is configuration, not state: keep checkpoints encoder-sized.
+        checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if not k.startswith("prior.")}
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        # Resuming: put the configured prior's weights back so strict loading finds them.
+        checkpoint["state_dict"].update({f"prior.{k}": v for k, v in self.prior.state_dict().items()})
+
+    def configure_optimizers(self):
+        return torch.optim.Adam(self.encoder.parameters(), lr=self.hparams.lr)
