@@ -98,16 +98,37 @@ def _resolve(pretrained: str) -> str:
     return str(tiny_random_unet(cache / "tiny-random-unet-32"))
 
 
-class PixelPrior(Prior):
+class _DiffusersPrior(Prior):
+    """Speed options shared by the diffusers adapters."""
+
+    def _configure(self, precision: str, channels_last: bool, compile: bool) -> None:
+        if precision not in ("32", "bf16"):
+            raise ValueError(f"precision must be '32' or 'bf16', got {precision!r}")
+        self.precision, self.channels_last = precision, channels_last
+        if channels_last:
+            self.unet.to(memory_format=torch.channels_last)
+        # Compiled lazily, outside the module tree, so state_dict keys stay those of diffusers.
+        object.__setattr__(self, "_compiled", torch.compile(self.unet) if compile else None)
+
+    def _call_unet(self, z_t: Tensor, t: Tensor) -> Tensor:
+        net = self._compiled if self._compiled is not None else self.unet
+        return net(z_t, t).sample
+
+
+class PixelPrior(_DiffusersPrior):
     """A diffusers ``UNet2DModel`` on pixels.
 
     Args:
         pretrained: local folder or hub id (``google/ddpm-ema-church-256``), or "tiny-random".
         local_files_only: never touch the network (diffusers' flag).
         data_std: assumed std of clean pixels in [-1, 1] units, for r_t² (``Prior.denoiser_variance``).
+        precision: "32" or "bf16" (autocast of the network only; see ``Prior.precision``).
+        channels_last: NHWC memory format for the network (faster convolutions on GPUs).
+        compile: ``torch.compile`` the network call (pays off for long runs; compiling takes minutes).
     """
 
-    def __init__(self, pretrained: str = TINY_RANDOM, local_files_only: bool = False, data_std: float = 0.5):
+    def __init__(self, pretrained: str = TINY_RANDOM, local_files_only: bool = False, data_std: float = 0.5,
+                 precision: str = "32", channels_last: bool = False, compile: bool = False):
         from diffusers import UNet2DModel
 
         pretrained = _resolve(pretrained)
@@ -122,15 +143,18 @@ class PixelPrior(Prior):
         self.prediction_type = prediction_type
         self.data_std = data_std
         self.name = pretrained
+        self._configure(precision, channels_last, compile)
         self.freeze()
 
     def network_output(self, z_t: Tensor, t: Tensor) -> Tensor:
-        out = self.unet(z_t, t).sample
+        if self.channels_last:
+            z_t = z_t.contiguous(memory_format=torch.channels_last)
+        out = self._call_unet(z_t, t)
         # Models trained with learned variances (out_channels = 2C) put the mean prediction first.
         return out[:, : z_t.shape[1]]
 
 
-class LatentPrior(Prior):
+class LatentPrior(_DiffusersPrior):
     """A latent diffusion model: UNet on latents of a ``VQModel`` or ``AutoencoderKL``.
 
     Args:
@@ -139,7 +163,7 @@ class LatentPrior(Prior):
     """
 
     def __init__(self, pretrained: str, autoencoder_subfolder: str | None = None, local_files_only: bool = False,
-                 data_std: float = 0.5):
+                 data_std: float = 0.5, precision: str = "32", channels_last: bool = False, compile: bool = False):
         from diffusers import AutoencoderKL, UNet2DModel, VQModel
 
         kw = {"local_files_only": local_files_only}
@@ -160,6 +184,7 @@ class LatentPrior(Prior):
         super().__init__(schedule, latent_shape=(unet.config.in_channels, *size),
                          image_shape=(ae.config.in_channels, size[0] * factor, size[1] * factor))
         self.unet, self.autoencoder = unet, ae
+        self._configure(precision, channels_last, compile)
         self.scaling_factor = float(getattr(ae.config, "scaling_factor", 1.0) or 1.0)
         self.prediction_type = prediction_type
         self.data_std = data_std
@@ -171,7 +196,9 @@ class LatentPrior(Prior):
         return True
 
     def network_output(self, z_t: Tensor, t: Tensor) -> Tensor:
-        return self.unet(z_t, t).sample[:, : z_t.shape[1]]
+        if self.channels_last:
+            z_t = z_t.contiguous(memory_format=torch.channels_last)
+        return self._call_unet(z_t, t)[:, : z_t.shape[1]]
 
     def encode(self, x: Tensor) -> Tensor:
         enc = self.autoencoder.encode(x)

@@ -57,6 +57,9 @@ class Prior(nn.Module):
     data_std: float = 0.5
     #: Range that decoded samples are clamped to at the end of refinement (None: no clamping).
     output_range: tuple[float, float] | None = (-1.0, 1.0)
+    #: Network precision: "32" or "bf16" (autocast around the network call only; parameters, inputs,
+    #: outputs and all bound arithmetic stay float32).
+    precision: str = "32"
 
     def __init__(self, schedule: NoiseSchedule, latent_shape: tuple[int, int, int], image_shape: tuple[int, int, int]):
         super().__init__()
@@ -94,7 +97,8 @@ class Prior(nn.Module):
         coef_shape = (-1,) + (1,) * (z_t.ndim - 1)
         alpha = self.schedule.alpha(t).to(z_t.dtype).reshape(coef_shape)
         sigma = self.schedule.sigma(t).to(z_t.dtype).reshape(coef_shape)
-        output = self.network_output(z_t, t)
+        with torch.autocast(z_t.device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16"):
+            output = self.network_output(z_t, t)
         return convert_prediction(output.to(z_t.dtype), z_t, alpha, sigma, self.prediction_type)
 
     def x0_hat(self, z_t: Tensor, t: Tensor | int) -> Tensor:
