@@ -1,0 +1,187 @@
+"""Cost of VIPaint at real scale, per part, against DPS on the same network (random weights: the
+compute does not depend on them).
+
+    python bench/speed.py --config pixel256 latent256 --images 1 4 --precision 32 bf16   # on a GPU
+    python bench/speed.py --config tiny --images 1 2 --fit-steps 2 --refine-steps 2       # CPU smoke run
+
+Configs: ``pixel256`` = UNet2DModel with google/ddpm-ema-church-256's configuration (113.7 M params);
+``latent256`` = CompVis/ldm-celebahq-256's UNet (274 M) on 3×64×64 latents of a VQ-f4 autoencoder;
+``tiny`` = a 16×16 toy for checking the script. Per row: fit seconds per image, refine seconds per
+sample, network evaluations (single-sample) per image, peak memory, images per hour; and two floors
+beside the measured time: FLOPs (counted by torch's FlopCounterMode, ×3 for forward + backward) /
+measured matmul throughput, and weight bytes read per batched network call / measured memory
+bandwidth (a lower bound on traffic: activations come on top). Prints a table; writes JSON (--out).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from vipaint.baselines import DPSConfig, dps  # noqa: E402
+from vipaint.external import LatentPrior, PixelPrior  # noqa: E402
+from vipaint.fit import FitConfig  # noqa: E402
+from vipaint.likelihood import GaussianLikelihood  # noqa: E402
+from vipaint.operators import Inpainting  # noqa: E402
+from vipaint.refine import RefineConfig  # noqa: E402
+from vipaint.sampler import VIPaintConfig, vipaint  # noqa: E402
+
+CHURCH = dict(sample_size=256, block_out_channels=(128, 128, 256, 256, 512, 512), layers_per_block=2,
+              down_block_types=("DownBlock2D",) * 4 + ("AttnDownBlock2D", "DownBlock2D"),
+              up_block_types=("UpBlock2D", "AttnUpBlock2D") + ("UpBlock2D",) * 4, attention_head_dim=None,
+              downsample_padding=0, flip_sin_to_cos=False, freq_shift=1, norm_eps=1e-6)
+LDM_UNET = dict(sample_size=64, attention_head_dim=32)   # diffusers' UNet2DModel defaults = ldm-celebahq-256
+VQ_F4 = dict(latent_channels=3, block_out_channels=(128, 256, 512), layers_per_block=2, num_vq_embeddings=8192,
+             vq_embed_dim=3, down_block_types=("DownEncoderBlock2D",) * 3, up_block_types=("UpDecoderBlock2D",) * 3)
+TINY = dict(sample_size=16, block_out_channels=(16, 32), layers_per_block=1, norm_num_groups=8,
+            down_block_types=("DownBlock2D", "AttnDownBlock2D"), up_block_types=("AttnUpBlock2D", "UpBlock2D"))
+
+
+def build(config: str, root: Path) -> str:
+    from diffusers import DDPMScheduler, UNet2DModel, VQModel
+
+    torch.manual_seed(0)
+    sched = DDPMScheduler(num_train_timesteps=1000, beta_schedule="linear")
+    if config in ("pixel256", "tiny"):
+        UNet2DModel(in_channels=3, out_channels=3, **(CHURCH if config == "pixel256" else TINY)).save_pretrained(root)
+        sched.save_pretrained(root)
+    else:
+        UNet2DModel(in_channels=3, out_channels=3, **LDM_UNET).save_pretrained(root / "unet")
+        VQModel(in_channels=3, out_channels=3, **VQ_F4).save_pretrained(root / "vqvae")
+        sched.save_pretrained(root / "scheduler")
+    return str(root)
+
+
+def ceilings(device) -> dict[str, float]:
+    """Measured matmul throughput (FLOP/s, bf16 and fp32) and memory bandwidth (bytes/s)."""
+    def timed(fn, reps=10):
+        fn()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        for _ in range(reps):
+            fn()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        return (time.perf_counter() - t0) / reps
+
+    n = 8192 if device.type == "cuda" else 1024
+    out = {}
+    for name, dt in (("bf16", torch.bfloat16), ("fp32", torch.float32)):
+        a, b = torch.randn(n, n, device=device, dtype=dt), torch.randn(n, n, device=device, dtype=dt)
+        out[f"matmul_{name}_flops"] = 2 * n**3 / timed(lambda: a @ b)
+    x = torch.randn(2**28 if device.type == "cuda" else 2**24, device=device)
+    out["bandwidth_bytes"] = 2 * x.numel() * 4 / timed(lambda: x.clone())
+    return out
+
+
+def flops_per_pass(prior, batch: int, device) -> float:
+    """FLOPs of one network forward for ``batch`` samples, times 3 for forward + backward to the input."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    z = torch.randn(batch, *prior.latent_shape, device=device)
+    with FlopCounterMode(display=False) as fc, torch.no_grad():
+        prior.network_output(z, torch.full((batch,), 500, device=device))
+    return 3.0 * fc.get_total_flops()
+
+
+def run(prior, images: int, args, device, method: str) -> dict:
+    C, H, W = prior.image_shape
+    keep = torch.ones(images, 1, H, W, device=device)
+    keep[..., H // 4: 3 * H // 4, W // 4: 3 * W // 4] = 0
+    op = Inpainting(keep, 0.05)
+    y = op.forward(torch.rand(images, C, H, W, device=device) * 2 - 1)
+    gen = torch.Generator().manual_seed(0)
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+    t0 = time.perf_counter()
+    if method == "dps":
+        _, nfe = dps(prior, op, y, args.samples, DPSConfig(n_steps=args.dps_steps), gen)
+        fit_s, nfe_img = 0.0, nfe * args.samples
+    else:
+        K = 2 if method == "vipaint2" else 4
+        kp = (550, 400) if K == 2 else (550, 500, 450, 400)
+        cfg = VIPaintConfig(keypoints=kp, fit=FitConfig(n_iter=args.fit_steps, n_samples=args.fit_samples),
+                            refine=RefineConfig(n_steps=args.refine_steps))
+        stamps = {}
+
+        def mark(it):
+            if it == args.fit_steps - 1:
+                if device.type == "cuda":
+                    torch.cuda.synchronize()
+                stamps["fit"] = time.perf_counter()
+
+        out = vipaint(prior, op, GaussianLikelihood(op, prior), y, args.samples, cfg, gen, on_step=mark)
+        fit_s, nfe_img = (stamps.get("fit", t0) - t0) / images, out.nfe
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    total = time.perf_counter() - t0
+    refine_per_sample = (total - fit_s * images) / (images * args.samples)
+    return {"seconds_per_image": total / images, "fit_seconds_per_image": fit_s, "refine_seconds_per_sample": refine_per_sample,
+            "nfe_per_image": nfe_img, "images_per_hour": 3600 * images / total,
+            "peak_mem_gb": torch.cuda.max_memory_allocated() / 2**30 if device.type == "cuda" else None}
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--config", nargs="+", default=["pixel256", "latent256"])
+    ap.add_argument("--methods", nargs="+", default=["vipaint2", "vipaint4", "dps"])
+    ap.add_argument("--images", nargs="+", type=int, default=[1], help="images fitted together (batched fitting)")
+    ap.add_argument("--precision", nargs="+", default=["32"], choices=["32", "bf16"])
+    ap.add_argument("--channels-last", action="store_true")
+    ap.add_argument("--compile", action="store_true")
+    ap.add_argument("--samples", type=int, default=10)
+    ap.add_argument("--fit-steps", type=int, default=50)
+    ap.add_argument("--fit-samples", type=int, default=8)
+    ap.add_argument("--refine-steps", type=int, default=50)
+    ap.add_argument("--dps-steps", type=int, default=1000)
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--out", default="bench/speed.json")
+    args = ap.parse_args(argv)
+    device = torch.device(args.device)
+    ceil = ceilings(device)
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for config in args.config:
+            path = build(config, Path(tmp) / config)
+            for precision in args.precision:
+                kw = dict(local_files_only=True, precision=precision, channels_last=args.channels_last, compile=args.compile)
+                prior = (LatentPrior(path, **kw) if config == "latent256" else PixelPrior(path, **kw)).to(device)
+                fl = flops_per_pass(prior, 1, device)
+                weight_bytes = sum(p.numel() * p.element_size() for p in prior.parameters())
+                rate = ceil["matmul_bf16_flops" if precision == "bf16" else "matmul_fp32_flops"]
+                for method in args.methods:
+                    for images in args.images:
+                        r = run(prior, images, args, device, method)
+                        passes = r["nfe_per_image"]
+                        K = {"vipaint2": 2, "vipaint4": 4}.get(method)
+                        calls = args.dps_steps if K is None else \
+                            args.fit_steps * (K + 1) + (K + 1) + (K - 1) + args.refine_steps
+                        r.update(config=config, method=method, images=images, precision=precision,
+                                 flop_floor_s=fl * passes / rate,
+                                 # each batched call reads the weights at least once forward and twice backward
+                                 byte_floor_s=weight_bytes * 3 * calls / images / ceil["bandwidth_bytes"],
+                                 achieved_tflops=fl * passes / r["seconds_per_image"] / 1e12)
+                        rows.append(r)
+                        print(r, flush=True)
+    device_name = torch.cuda.get_device_name() if device.type == "cuda" else "cpu"
+    Path(args.out).write_text(json.dumps({"device": device_name, "date": time.strftime("%Y-%m-%d"), "ceilings": ceil,
+                                          "args": vars(args), "rows": rows}, indent=2))
+    print("| config | method | images | prec | s/img | fit s/img | refine s/sample | NFE/img | img/h | peak GB | FLOP floor s | TFLOP/s |")
+    print("|" + "---|" * 12)
+    for r in rows:
+        print(f"| {r['config']} | {r['method']} | {r['images']} | {r['precision']} | {r['seconds_per_image']:.2f} | "
+              f"{r['fit_seconds_per_image']:.2f} | {r['refine_seconds_per_sample']:.3f} | {r['nfe_per_image']} | "
+              f"{r['images_per_hour']:.0f} | {r['peak_mem_gb'] or '-'} | {r['flop_floor_s']:.2f} | {r['achieved_tflops']:.2f} |")
+
+
+if __name__ == "__main__":
+    main()
