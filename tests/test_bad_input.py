@@ -224,3 +224,20 @@ def test_failed_image_is_retried_on_rerun(tiny_prior, tmp_path, monkeypatch):
     assert json.loads((out_dir / "b" / RESULT_FILE).read_text())["status"] == "ok"
     for n in ("a", "c", "d"):  # completed images are skipped, their files untouched
         assert (out_dir / n / RESULT_FILE).stat().st_mtime_ns == mtimes[n]
+
+
+@pytest.mark.parametrize("operator", ["blur", "super_resolution"])
+def test_other_operators_run_through_the_module(tiny_prior, operator):
+    """Deblurring and x4 super-resolution go through the same module: y is formed by the operator,
+    the observation shown is its image-space picture, and no mask is written for composites."""
+    from vipaint.module import VIPaintModule
+
+    module = VIPaintModule(prior=tiny_prior, operator=operator, blur_std=1.0, fit_steps=2, fit_samples=2, n_grid=5,
+                           refine_steps=2, n_samples=2, progress=False)
+    batch = {"x": torch.rand(2, 3, 16, 16) * 2 - 1, "keep_mask": torch.ones(2, 1, 16, 16), "name": ["p", "q"],
+             "index": torch.tensor([0, 1])}
+    out = module._run(batch, 0)
+    assert out["status"] == ["ok", "ok"] and out["keep_mask"] is None
+    assert out["samples"].shape == (2, 2, 3, 16, 16) and torch.isfinite(out["samples"]).all()
+    assert out["y"].shape == (2, 3, 16, 16)
+    assert all(np.isfinite(out["bound"][b]["elbo"]) for b in range(2))
