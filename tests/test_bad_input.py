@@ -241,3 +241,18 @@ def test_other_operators_run_through_the_module(tiny_prior, operator):
     assert out["samples"].shape == (2, 2, 3, 16, 16) and torch.isfinite(out["samples"]).all()
     assert out["y"].shape == (2, 3, 16, 16)
     assert all(np.isfinite(out["bound"][b]["elbo"]) for b in range(2))
+
+
+def test_authors_reconstruction_loss_runs_with_local_lpips(tiny_prior, lpips_dir):
+    """The authors' L1 + LPIPS reconstruction (method.md §3) with the LPIPS backbone from a local folder."""
+    from vipaint.module import VIPaintModule
+
+    module = VIPaintModule(prior=tiny_prior, likelihood="authors", lpips_net="alex", lpips_backbone=str(lpips_dir),
+                           fit_steps=2, fit_samples=2, n_grid=5, refine_steps=2, n_samples=2, progress=False)
+    keep = torch.ones(1, 1, 16, 16)
+    keep[..., 8:] = 0
+    out = module._run({"x": torch.rand(1, 3, 16, 16) * 2 - 1, "keep_mask": keep, "name": ["a"],
+                       "index": torch.tensor([0])}, 0)
+    assert out["status"] == ["ok"] and torch.isfinite(out["samples"]).all()
+    with pytest.raises(ValueError, match="inpainting only"):
+        VIPaintModule(prior=tiny_prior, likelihood="authors", operator="blur")

@@ -113,7 +113,13 @@ class AuthorsReconstruction(_Likelihood):
         l1 = self.l1_weight * (m * (y - x)).abs().flatten(1).mean(1)
         if self.lpips_model is None or self.lpips_weight == 0:
             return -l1
-        lp = self.lpips_model(m * y, m * x, normalize=False).flatten(1).mean(1)
+        a, b = m * y, m * x
+        if min(a.shape[-2:]) < 32:
+            # AlexNet/VGG pool the image down 16-32x; smaller inputs would vanish, so upsample first.
+            size = [max(32, s) for s in a.shape[-2:]]
+            a = torch.nn.functional.interpolate(a, size=size, mode="bilinear", align_corners=False)
+            b = torch.nn.functional.interpolate(b, size=size, mode="bilinear", align_corners=False)
+        lp = self.lpips_model(a, b, normalize=False).flatten(1).mean(1)
         return -(l1 + self.lpips_weight * lp)
 
 

@@ -131,6 +131,9 @@ def lpips_distance(
     _check_pair(x, ref, "lpips_distance")
     if x.shape[1] != 3:
         raise ValueError(f"LPIPS needs 3-channel images, got C={x.shape[1]}")
+    if min(x.shape[-2:]) < 32:
+        # The backbones pool by 16-32x: a smaller image has no spatial extent left in the deep layers.
+        raise ValueError(f"LPIPS needs images of at least 32x32 pixels, got {x.shape[-2]}x{x.shape[-1]}")
     model = load_lpips(net, backbone_path, device=x.device)
     outs = [
         model(x[i:i + _LPIPS_CHUNK], ref[i:i + _LPIPS_CHUNK], normalize=False).reshape(-1)
