@@ -25,15 +25,11 @@ import torch
 from torch import Tensor
 
 from .noise import randn_like
-from .operators import Inpainting, Operator
+from .operators import Inpainting, Operator, repeat_observation
 from .prior import Prior
 from .schedule import ddim_std, ddim_step_mean
 
 __all__ = ["DPSConfig", "REDDiffConfig", "RePaintConfig", "dps", "red_diff", "repaint", "repaint_schedule", "BASELINES"]
-
-
-def _repeat(y: Tensor, operator: Operator, n: int) -> tuple[Tensor, Operator]:
-    return y.repeat_interleave(n, dim=0), operator.expand(n)
 
 
 def _finish(prior: Prior, x: Tensor, B: int, n: int) -> Tensor:
@@ -52,7 +48,7 @@ def dps(prior: Prior, operator: Operator, y: Tensor, n_samples: int = 4, config:
         generator: torch.Generator | None = None) -> tuple[Tensor, int]:
     """Diffusion posterior sampling. Each step: one forward and one backward through the network."""
     B, n = y.shape[0], n_samples
-    yy, op = _repeat(y, operator, n)
+    yy, op = repeat_observation(y, operator, n)
     sched = prior.schedule
     ts = sched.strided(sched.T - 1, config.n_steps)
     z = randn_like(torch.empty((B * n, *prior.latent_shape), device=y.device), generator)
@@ -90,7 +86,7 @@ def red_diff(prior: Prior, operator: Operator, y: Tensor, n_samples: int = 4, co
     μ starts from Aᵀ y (the observation as an image) as in their inpainting runs; samples differ by ε.
     """
     B, n = y.shape[0], n_samples
-    yy, op = _repeat(y, operator, n)
+    yy, op = repeat_observation(y, operator, n)
     sched = prior.schedule
     with torch.no_grad():
         mu0 = prior.encode(op.to_image(yy))
@@ -143,7 +139,7 @@ def repaint(prior: Prior, operator: Operator, y: Tensor, n_samples: int = 4, con
     if not isinstance(operator, Inpainting) or prior.is_latent:
         raise ValueError("RePaint is defined for inpainting with a pixel prior")
     B, n = y.shape[0], n_samples
-    yy, op = _repeat(y, operator, n)
+    yy, op = repeat_observation(y, operator, n)
     m = op.valid(yy)
     sched = prior.schedule
     grid = list(reversed(sched.strided(sched.T - 1, config.n_levels)))    # grid[level] = timestep, increasing

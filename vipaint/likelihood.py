@@ -18,8 +18,9 @@ from typing import Callable
 import torch
 from torch import Tensor
 
-from .operators import Inpainting, Operator
+from .operators import Inpainting, Operator, repeat_observation
 from .prior import Prior
+from .schedule import tweedie_scale
 
 __all__ = ["GaussianLikelihood", "AuthorsReconstruction", "make_likelihood"]
 
@@ -30,12 +31,9 @@ class _Likelihood:
     operator: Operator
 
     def _matched(self, y: Tensor, x: Tensor) -> tuple[Tensor, Operator]:
-        if x.shape[0] == y.shape[0]:
-            return y, self.operator
         if x.shape[0] % y.shape[0]:
             raise ValueError(f"{x.shape[0]} samples cannot be split evenly over {y.shape[0]} observations")
-        n = x.shape[0] // y.shape[0]
-        return y.repeat_interleave(n, dim=0), self.operator.expand(n)
+        return repeat_observation(y, self.operator, x.shape[0] // y.shape[0])
 
 
 class GaussianLikelihood(_Likelihood):
@@ -74,8 +72,7 @@ class GaussianLikelihood(_Likelihood):
 
     def _cg_direction(self, y: Tensor, op: Operator, x: Tensor, z: Tensor, t: int) -> Tensor:
         """Aᵀ C⁻¹ (y - A x), detached, by ``cg_steps`` of conjugate gradients."""
-        ab = self.prior.schedule.alpha_bar(t)
-        c = float((1 - ab) / ab.sqrt())
+        c = float(tweedie_scale(self.prior.schedule.alpha_bar(t)))
         w = op.valid(y).expand_as(y)
 
         def matvec(u: Tensor) -> Tensor:  # C u on the valid entries; Jᵀ by one backward through x's graph

@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["Operator", "Inpainting", "GaussianBlur", "SuperResolution", "make_operator"]
+__all__ = ["Operator", "Inpainting", "GaussianBlur", "SuperResolution", "make_operator", "repeat_observation"]
 
 
 class Operator:
@@ -196,6 +196,11 @@ class SuperResolution(Operator):
 
     def to_image(self, y: Tensor) -> Tensor:
         return F.interpolate(y, scale_factor=self.factor, mode="nearest")
+
+
+def repeat_observation(y: Tensor, operator: Operator, n: int) -> tuple[Tensor, Operator]:
+    """y and the operator for n samples per observation, image-major (sample j of image b at b·n + j)."""
+    return (y, operator) if n == 1 else (y.repeat_interleave(n, dim=0), operator.expand(n))
 
 
 def make_operator(kind: str, keep_mask: Tensor | None = None, sigma_y: float = 0.0, blur_std: float = 3.0,

@@ -27,7 +27,7 @@ from torch import Tensor
 
 from .noise import randn_like
 from .prior import Prior
-from .schedule import ddim_std, ddim_step_mean
+from .schedule import ddim_std, ddim_step_mean, tweedie_scale
 
 __all__ = ["RefineConfig", "refine"]
 
@@ -74,7 +74,7 @@ def refine(prior: Prior, likelihood, y: Tensor, z: Tensor, t_start: int, config:
         x0_hat, eps_hat, g = likelihood_gradient(prior, likelihood, y, z, t)
         ab_t = sched.alpha_bar(t)
         if config.guidance == "tweedie":
-            x0y = x0_hat + (config.scale * (1 - ab_t) / ab_t.sqrt()).to(dtype) * g
+            x0y = x0_hat + (config.scale * tweedie_scale(ab_t)).to(dtype) * g
             eps_y = (z - ab_t.sqrt().to(dtype) * x0y) / (1 - ab_t).sqrt().to(dtype)
         else:
             x0y, eps_y = x0_hat, eps_hat

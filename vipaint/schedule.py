@@ -33,6 +33,7 @@ __all__ = [
     "ddim_std",
     "ddim_step_mean",
     "DEFAULT_KEYPOINTS",
+    "tweedie_scale",
 ]
 
 #: VIPaint's keypoints on a 1000-step schedule (method.md §2): K=2 and K=4.
@@ -133,6 +134,12 @@ def ddim_step_mean(x0_hat: Tensor, eps_hat: Tensor, alpha_bar_s: Tensor, std: Te
     a = alpha_bar_s.sqrt().to(x0_hat.dtype)
     b = (1.0 - alpha_bar_s - std**2).clamp_min(0.0).sqrt().to(x0_hat.dtype)
     return a * x0_hat + b * eps_hat
+
+
+def tweedie_scale(alpha_bar_t: Tensor) -> Tensor:
+    r"""σ_t² / α_t: Tweedie's E[x_0 | z_t] = (z_t + σ_t² ∇ log p(z_t)) / α_t puts this factor on a score,
+    and Cov[x_0 | z_t] = σ_t²/α_t · ∂E[x_0 | z_t]/∂z_t (its second-order form)."""
+    return (1.0 - alpha_bar_t) / alpha_bar_t.sqrt()
 
 
 def log_normal(x: Tensor, mean: Tensor, var: Tensor) -> Tensor:
