@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 from pathlib import Path
@@ -21,10 +20,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.compare import MASKS, load_images, masks_for  # noqa: E402
+from bench.compare import MASKS, add_common_args, masks_for, setup  # noqa: E402
 from vipaint.metrics import score_samples  # noqa: E402
 from vipaint.module import VIPaintModule  # noqa: E402
-from vipaint.external import PixelPrior  # noqa: E402
 
 
 def main(argv=None) -> None:
@@ -35,16 +33,11 @@ def main(argv=None) -> None:
     ap.add_argument("--batch", type=int, default=25)
     ap.add_argument("--samples", type=int, default=4)
     ap.add_argument("--budgets", default="0,5,10,25,50")
-    ap.add_argument("--cifar-zip", default=None)
-    ap.add_argument("--lpips-backbone", default=os.environ.get("VIPAINT_LPIPS_BACKBONE_DIR"))
-    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    ap.add_argument("--out", default="bench/amortized.json")
+    add_common_args(ap, "bench/amortized.json")
     args = ap.parse_args(argv)
 
-    device = torch.device(args.device)
-    prior = PixelPrior(args.prior).to(device)
+    device, prior, x_all, names = setup(args)
     size = prior.image_shape[-1]
-    x_all, names = load_images(args.n_images, size, args.cifar_zip)
     rows = []
     for init in ("hand", "amortized"):
         for steps in [int(s) for s in args.budgets.split(",")]:

@@ -58,6 +58,22 @@ def masks_for(kind: str, n: int, size: int, seed: int) -> torch.Tensor:
     return torch.stack([gen((size, size), torch.Generator().manual_seed(seed + i)) for i in range(n)])
 
 
+def add_common_args(ap: argparse.ArgumentParser, out: str) -> None:
+    """Options every image benchmark shares: data, LPIPS weights, device, output path."""
+    ap.add_argument("--cifar-zip", default=None)
+    ap.add_argument("--lpips-backbone", default=os.environ.get("VIPAINT_LPIPS_BACKBONE_DIR"))
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--out", default=out)
+
+
+def setup(args) -> tuple[torch.device, PixelPrior, torch.Tensor, list[str]]:
+    """(device, prior on it, the images at the prior's size, their names)."""
+    device = torch.device(args.device)
+    prior = PixelPrior(args.prior).to(device)
+    x_all, names = load_images(args.n_images, prior.image_shape[-1], args.cifar_zip)
+    return device, prior, x_all, names
+
+
 def run_method(method: str, prior, op, y, samples: int, steps: int | None, gen):
     if method == "vipaint":
         cfg = VIPaintConfig(fit=FitConfig(n_iter=steps if steps is not None else 50), refine=RefineConfig())
@@ -82,17 +98,12 @@ def main(argv=None) -> None:
     ap.add_argument("--samples", type=int, default=4)
     ap.add_argument("--steps", type=int, default=None, help="override every method's step count (smoke runs)")
     ap.add_argument("--equal-time", type=float, default=None, help="seconds per image for every method")
-    ap.add_argument("--cifar-zip", default=None)
-    ap.add_argument("--lpips-backbone", default=os.environ.get("VIPAINT_LPIPS_BACKBONE_DIR"))
-    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--out", default="bench/compare.json")
+    add_common_args(ap, "bench/compare.json")
     args = ap.parse_args(argv)
 
-    device = torch.device(args.device)
-    prior = PixelPrior(args.prior).to(device)
+    device, prior, x_all, names = setup(args)
     size = prior.image_shape[-1]
-    x_all, names = load_images(args.n_images, size, args.cifar_zip)
     rows = []
     for mask_kind in args.masks.split(","):
         keep_all = masks_for(mask_kind, len(names), size, args.seed)

@@ -32,7 +32,6 @@ values do not carry over to the correct terms.
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 
 import torch
@@ -68,11 +67,6 @@ class BoundTerms:
         """Each term averaged over the n samples of each image: dict of (B,) tensors."""
         out = {"elbo": self.elbo, "recon": self.recon, "kl_prior": self.kl_prior, "kl_hier": self.kl_hier}
         return {k: v.detach().reshape(-1, n).mean(1) for k, v in out.items()}
-
-
-def _vp(prior: Prior, t: Tensor):
-    ab = prior.schedule.alpha_bar(t)
-    return ab.sqrt(), 1.0 - ab
 
 
 def prior_kl(prior: Prior, mean_top: Tensor, var_top: Tensor, t_top: int, n_grid: int = 50,

@@ -86,14 +86,15 @@ def fit(prior: Prior, posterior: HierarchicalPosterior, likelihood, y: Tensor, c
             if on_step is not None:
                 on_step(it)
             last = it == config.n_iter - 1
-            if callback is not None or last or (config.log_every and it % config.log_every == 0):
-                values = terms.per_image(n)
-                if config.log_every and (it % config.log_every == 0 or last):
-                    result.history.append({"iteration": it, **{k: v.tolist() for k, v in values.items()}})
-                if callback is not None and (last or (config.log_every and it % config.log_every == 0)):
-                    callback(it, values)
-                if last:
-                    result.last = values
+            if not (last or (config.log_every and it % config.log_every == 0)):
+                continue
+            values = terms.per_image(n)   # the only host synchronisation of the loop
+            if config.log_every:
+                result.history.append({"iteration": it, **{k: v.tolist() for k, v in values.items()}})
+            if callback is not None:
+                callback(it, values)
+            if last:
+                result.last = values
     result.alive = alive
     for b in torch.nonzero(~alive).flatten().tolist():
         result.failed[b] = ("the bound became NaN or inf during the fit (check the observation for NaN/inf "

@@ -9,7 +9,6 @@ needs gradients inside predict/test (Lightning issue #17653).
 from __future__ import annotations
 
 import logging
-import math
 import time
 
 import lightning.pytorch as pl
