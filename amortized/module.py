@@ -12,10 +12,13 @@ import torch
 from torch import Tensor
 
 from vipaint.bound import evaluate_bound
-from vipaint.likelihood import make_likelihood
-from vipaint.operators import make_operator
+from vipaint.fit import FitConfig
+from vipaint.hparams import save_plain_hyperparameters
+from vipaint.likelihood import GaussianLikelihood
+from vipaint.operators import OperatorConfig, make_operator
 from vipaint.posterior import HierarchicalPosterior
 from vipaint.prior import Prior
+from vipaint.sampler import VIPaintConfig, resolve_keypoints
 
 from .encoder import AmortizedEncoder
 
@@ -23,8 +26,8 @@ __all__ = ["AmortizedModule", "predict_posterior"]
 
 
 def predict_posterior(encoder: AmortizedEncoder, prior: Prior, keypoints: list[int], operator, y: Tensor,
-                      keep_mask: Tensor, eta: float = 1.0, init_gamma: float = 4.0, init_var_scale: float = 1.0,
-                      ) -> HierarchicalPosterior:
+                      keep_mask: Tensor, eta: float = VIPaintConfig.eta, init_gamma: float = VIPaintConfig.init_gamma,
+                      init_var_scale: float = VIPaintConfig.init_var_scale) -> HierarchicalPosterior:
     """λ = hand-made init + encoder residuals, as a posterior differentiable w.r.t. the encoder."""
     with torch.no_grad():
         z_y = prior.encode(operator.to_image(y))
@@ -35,35 +38,49 @@ def predict_posterior(encoder: AmortizedEncoder, prior: Prior, keypoints: list[i
 
 
 class AmortizedModule(pl.LightningModule):
-    """Args:
-        prior: the frozen diffusion prior. keypoints/eta/init_*: as ``VIPaintModule``.
-        operator, sigma_y: the observation model trained for. n_samples: MC samples of the bound per image.
-        beta_prior, beta_hier, n_grid: the bound's weights and prior-chain grid. width, depth: encoder size.
+    """The encoder is trained for the posterior family inference will use, so its settings are those of
+    ``VIPaintConfig`` / ``FitConfig`` under the same names, with their defaults (declared there, not here).
+
+    Args:
+        prior: the frozen diffusion prior.
+        operator: the observation model trained for (``OperatorConfig``; the encoder sees the keep mask).
+        keypoints: as ``VIPaintConfig.keypoints``.
+        eta: as ``VIPaintConfig.eta``.
+        init_gamma: as ``VIPaintConfig.init_gamma`` (the encoder predicts residuals to the hand-made init).
+        init_var_scale: as ``VIPaintConfig.init_var_scale``.
+        n_samples: Monte Carlo samples of the bound per image per training step.
+        beta_prior: as ``FitConfig.beta_prior``.
+        beta_hier: as ``FitConfig.beta_hier``.
+        n_grid: as ``FitConfig.n_grid``.
+        width: encoder channels.
+        depth: encoder blocks.
         lr: Adam learning rate.
     """
 
-    def __init__(self, prior: Prior | None = None, operator: str = "inpainting", sigma_y: float = 0.05,
-                 keypoints: list[int] | None = None, eta: float = 1.0, init_gamma: float = 4.0,
-                 init_var_scale: float = 1.0, n_samples: int = 2, beta_prior: float = 1.0, beta_hier: float = 1.0,
-                 n_grid: int = 50, width: int = 64, depth: int = 2, lr: float = 2e-4):
+    def __init__(self, prior: Prior | None = None, operator: OperatorConfig = OperatorConfig(),
+                 keypoints: tuple[int, ...] | None = VIPaintConfig.keypoints, eta: float = VIPaintConfig.eta,
+                 init_gamma: float = VIPaintConfig.init_gamma, init_var_scale: float = VIPaintConfig.init_var_scale,
+                 n_samples: int = 2, beta_prior: float = FitConfig.beta_prior, beta_hier: float = FitConfig.beta_hier,
+                 n_grid: int = FitConfig.n_grid, width: int = 64, depth: int = 2, lr: float = 2e-4):
         super().__init__()
-        self.save_hyperparameters(ignore=["prior"])
+        save_plain_hyperparameters(self, ignore=["prior"])  # readable hparams.yaml
         if prior is None:
             from vipaint.external import PixelPrior
 
             prior = PixelPrior()
         self.prior = prior.freeze()
-        self.keypoints = prior.schedule.keypoints(tuple(keypoints) if keypoints else (550, 400))
+        self.operator_config = operator
+        self.keypoints = resolve_keypoints(prior, keypoints)
         self.encoder = AmortizedEncoder(prior.latent_shape[0], len(self.keypoints), width, depth)
 
     def _terms(self, batch: dict):
         hp = self.hparams
         x, keep = batch["x"], batch["keep_mask"]
-        op = make_operator(hp.operator, keep, hp.sigma_y)
+        op = make_operator(self.operator_config, keep)
         y = op.forward(x)
         post = predict_posterior(self.encoder, self.prior, self.keypoints, op, y, keep, hp.eta, hp.init_gamma,
                                  hp.init_var_scale)
-        lik = make_likelihood("gaussian", op, self.prior)
+        lik = GaussianLikelihood(op, self.prior)
         terms = evaluate_bound(self.prior, post, lik, y, hp.n_samples, hp.n_grid)
         return terms, y, op
 

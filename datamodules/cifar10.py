@@ -1,8 +1,8 @@
 """CIFAR-10, read straight from a zip of JPEGs or downloaded with torchvision.
 
 The zip holds members ``train/<class>/NNNN.jpg`` and ``test/<class>/NNNN.jpg``
-(32x32 RGB). Its location comes from ``zip_path`` or the environment variable
-``VIPAINT_CIFAR10_ZIP``. Items are named ``<split>_<class>_<NNNN>``, e.g.
+(32x32 RGB). Its location comes from ``zip_path``, else the environment variable
+``VIPAINT_CIFAR10_ZIP`` (``vipaint.resources``). Items are named ``<split>_<class>_<NNNN>``, e.g.
 ``test_cat_0001``; the torchvision source numbers images per class in
 dataset order so names have the same shape.
 """
@@ -13,24 +13,23 @@ import io
 import os
 import re
 import zipfile
-from pathlib import Path
 
 import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
+from vipaint.resources import ResourceNotFound, resolve
+
 from .base import ImageMaskDataModule, ImageMaskDataset, ImageSource
 from .io import pil_to_unit_tensor
 
-__all__ = ["CIFAR10_CLASSES", "ENV_VAR", "Cifar10Zip", "TorchvisionCifar10", "Cifar10DataModule"]
+__all__ = ["CIFAR10_CLASSES", "Cifar10Zip", "TorchvisionCifar10", "Cifar10DataModule"]
 
-ENV_VAR = "VIPAINT_CIFAR10_ZIP"
 CIFAR10_CLASSES: tuple[str, ...] = (
     "airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck",
 )  # fmt: skip
 SPLITS = ("train", "test")
 _MEMBER = re.compile(r"^(train|test)/([^/]+)/([^/]+)\.(?:jpe?g|png)$", re.IGNORECASE)
-_HOW_TO = f"set --data.zip_path or {ENV_VAR}; or use source='torchvision' to download"
 
 
 def _check_split(split: str) -> str:
@@ -50,12 +49,10 @@ class Cifar10Zip(Dataset, ImageSource):
 
     def __init__(self, zip_path: str | None = None, split: str = "test") -> None:
         self.split = _check_split(split)
-        path = zip_path or os.environ.get(ENV_VAR)
-        if not path:
-            raise ValueError(f"no CIFAR-10 zip given: {_HOW_TO}")
-        self.zip_path = Path(path)
-        if not self.zip_path.is_file():
-            raise ValueError(f"CIFAR-10 zip {self.zip_path} does not exist: {_HOW_TO}")
+        try:
+            self.zip_path = resolve("cifar10", zip_path, "--data.init_args.zip_path")
+        except ResourceNotFound as error:
+            raise ResourceNotFound(f"{error}; or use source='torchvision' to download") from None
         try:
             with zipfile.ZipFile(self.zip_path) as archive:
                 members = archive.namelist()

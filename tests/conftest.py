@@ -1,4 +1,6 @@
-"""Shared fixtures: an exact Gaussian prior on 8x8 images and a tiny random diffusers UNet saved locally."""
+"""Shared fixtures: an exact Gaussian prior on 8x8 images, a tiny random diffusers UNet saved locally, and the
+local resources (``vipaint.resources``: LPIPS backbones, CIFAR-10 zip), each test skipped when its resource is
+not configured."""
 from __future__ import annotations
 
 import os
@@ -7,10 +9,9 @@ from pathlib import Path
 import pytest
 import torch
 
+from vipaint import resources
 from vipaint.gaussian import GaussianPrior, smooth_covariance
 from vipaint.schedule import NoiseSchedule, linear_alphas_cumprod
-
-SHARED = Path(os.environ.get("VIPAINT_SHARED", Path(__file__).resolve().parents[2] / "shared"))
 
 
 @pytest.fixture(autouse=True, scope="session")
@@ -46,9 +47,19 @@ def tiny_prior(tiny_unet_dir):
     return PixelPrior(str(tiny_unet_dir), local_files_only=True)
 
 
+def _resource(name: str) -> Path:
+    path = resources.find(name)   # a set but wrong path raises: a misconfiguration must not pass as a skip
+    if path is None:
+        res = resources.RESOURCES[name]
+        pytest.skip(f"{res.what} is not configured: set {res.env} (.ci/run sets it from ../shared)")
+    return path
+
+
 @pytest.fixture(scope="session")
 def lpips_dir() -> Path:
-    d = Path(os.environ.get("VIPAINT_LPIPS_BACKBONE_DIR", SHARED / "weights" / "lpips"))
-    if not (d / "alex_backbone.safetensors").exists():
-        pytest.skip(f"LPIPS backbones not found in {d}")
-    return d
+    return _resource("lpips")
+
+
+@pytest.fixture(scope="session")
+def cifar10_zip() -> Path:
+    return _resource("cifar10")

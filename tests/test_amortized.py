@@ -1,5 +1,5 @@
 """The amortized encoder: starts exactly at the hand-made initialisation, trains through the same bound
-with the prior frozen, and plugs into inference (init='amortized', fit_steps 0 or N)."""
+with the prior frozen, and plugs into inference (init='amortized', fit.n_iter 0 or N)."""
 from __future__ import annotations
 
 import torch
@@ -74,7 +74,10 @@ def _loss(module, batch):
 def test_checkpoint_drops_the_prior_and_infer_uses_it(tiny_prior, tiny_unet_dir, tmp_path):
     import lightning.pytorch as pl
 
+    from vipaint.fit import FitConfig
     from vipaint.module import VIPaintModule
+    from vipaint.refine import RefineConfig
+    from vipaint.sampler import VIPaintConfig
 
     module = AmortizedModule(prior=tiny_prior, n_samples=1, n_grid=5, width=8, depth=1)
     trainer = pl.Trainer(max_steps=0, logger=False, enable_checkpointing=False, enable_progress_bar=False)
@@ -86,7 +89,8 @@ def test_checkpoint_drops_the_prior_and_infer_uses_it(tiny_prior, tiny_unet_dir,
     keep[:, :, 4:12, 4:12] = 0
     batch = {"x": torch.rand(2, 3, 16, 16) * 2 - 1, "keep_mask": keep, "name": ["a", "b"], "index": torch.tensor([0, 1])}
     for steps in (0, 2):
+        settings = VIPaintConfig(fit=FitConfig(n_iter=steps, n_samples=2, n_grid=5), refine=RefineConfig(n_steps=2))
         vip = VIPaintModule(prior=tiny_prior, init="amortized", encoder_ckpt=str(tmp_path / "enc.ckpt"),
-                            fit_steps=steps, fit_samples=2, n_grid=5, refine_steps=2, n_samples=2, progress=False)
+                            vipaint=settings, n_samples=2, progress=False)
         out = vip._run(batch, 0)
         assert out["status"] == ["ok", "ok"] and torch.isfinite(out["samples"]).all()

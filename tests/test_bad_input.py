@@ -20,10 +20,21 @@ from PIL import Image
 
 from datamodules import FolderDataModule
 from datamodules.folder import FolderDataset
+from vipaint.fit import FitConfig
+from vipaint.likelihood import LikelihoodConfig
 from vipaint.module import VIPaintModule
+from vipaint.operators import OperatorConfig
+from vipaint.refine import RefineConfig
+from vipaint.sampler import VIPaintConfig
 from vipaint.writer import RESULT_FILE, VIPaintWriter
 
-TINY = dict(n_samples=2, fit_steps=3, fit_samples=2, refine_steps=2, n_grid=5, progress=False, log_images=False)
+def tiny_settings(fit_steps: int = 3, likelihood: LikelihoodConfig | None = None) -> VIPaintConfig:
+    """A few cheap fit and refinement steps."""
+    return VIPaintConfig(fit=FitConfig(n_iter=fit_steps, n_samples=2, n_grid=5), refine=RefineConfig(n_steps=2),
+                         likelihood=likelihood or LikelihoodConfig())
+
+
+TINY = dict(n_samples=2, vipaint=tiny_settings(), progress=False, log_images=False)
 
 
 # -- helpers ---------------------------------------------------------------------------------------------
@@ -232,8 +243,8 @@ def test_other_operators_run_through_the_module(tiny_prior, operator):
     the observation shown is its image-space picture, and no mask is written for composites."""
     from vipaint.module import VIPaintModule
 
-    module = VIPaintModule(prior=tiny_prior, operator=operator, blur_std=1.0, fit_steps=2, fit_samples=2, n_grid=5,
-                           refine_steps=2, n_samples=2, progress=False)
+    module = VIPaintModule(prior=tiny_prior, operator=OperatorConfig(name=operator, blur_std=1.0),
+                           vipaint=tiny_settings(fit_steps=2), n_samples=2, progress=False)
     batch = {"x": torch.rand(2, 3, 16, 16) * 2 - 1, "keep_mask": torch.ones(2, 1, 16, 16), "name": ["p", "q"],
              "index": torch.tensor([0, 1])}
     out = module._run(batch, 0)
@@ -247,12 +258,14 @@ def test_authors_reconstruction_loss_runs_with_local_lpips(tiny_prior, lpips_dir
     """The authors' L1 + LPIPS reconstruction (method.md §3) with the LPIPS backbone from a local folder."""
     from vipaint.module import VIPaintModule
 
-    module = VIPaintModule(prior=tiny_prior, likelihood="authors", lpips_net="alex", lpips_backbone=str(lpips_dir),
-                           fit_steps=2, fit_samples=2, n_grid=5, refine_steps=2, n_samples=2, progress=False)
+    authors = LikelihoodConfig(kind="authors", lpips_net="alex", lpips_backbone=str(lpips_dir))
+    module = VIPaintModule(prior=tiny_prior, vipaint=tiny_settings(fit_steps=2, likelihood=authors), n_samples=2,
+                           progress=False)
     keep = torch.ones(1, 1, 16, 16)
     keep[..., 8:] = 0
     out = module._run({"x": torch.rand(1, 3, 16, 16) * 2 - 1, "keep_mask": keep, "name": ["a"],
                        "index": torch.tensor([0])}, 0)
     assert out["status"] == ["ok"] and torch.isfinite(out["samples"]).all()
     with pytest.raises(ValueError, match="inpainting only"):
-        VIPaintModule(prior=tiny_prior, likelihood="authors", operator="blur")
+        VIPaintModule(prior=tiny_prior, vipaint=VIPaintConfig(likelihood=LikelihoodConfig(kind="authors")),
+                      operator=OperatorConfig(name="blur"))

@@ -6,12 +6,13 @@ from a temporary working directory, since the config's output_dir and log save_d
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+import yaml
+from jsonargparse import ArgumentParser
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
@@ -19,6 +20,10 @@ if str(ROOT) not in sys.path:
 
 import infer  # noqa: E402
 from datamodules.demo import DEFAULT_DEMO_IMAGES  # noqa: E402
+from vipaint.baselines import BaselinesConfig  # noqa: E402
+from vipaint.fit import FitConfig  # noqa: E402
+from vipaint.operators import OperatorConfig  # noqa: E402
+from vipaint.sampler import VIPaintConfig  # noqa: E402
 from vipaint.writer import RESULT_FILE, VIPaintWriter  # noqa: E402
 
 CONFIGS = ROOT / "configs"
@@ -46,7 +51,9 @@ def test_tiny_config_exists():
 
 @pytest.mark.parametrize("config", ALL_CONFIGS, ids=lambda p: p.name)
 def test_every_config_parses(config, capsys):
-    """--print_config parses (and type-checks) the whole config, without instantiating anything."""
+    """--print_config parses (and type-checks) the whole config with its CLI (train.py's for training configs,
+    infer.py's for the others), without instantiating the prior, data or trainer; the model's settings are then
+    built as the dataclasses they declare (running their own checks)."""
     if _is_train_config(config):
         if not (ROOT / "train.py").is_file():
             pytest.skip("train.py does not exist yet")
@@ -62,7 +69,47 @@ def test_every_config_parses(config, capsys):
     for key in ("model:", "data:", "trainer:", "class_path:"):
         assert key in out, f"{key!r} missing from the printed config of {config.name}"
     if not _is_train_config(config):
-        assert "fit_steps:" in out and "refine_steps:" in out and "mode:" in out
+        assert "mode:" in out
+        model = yaml.safe_load(out)["model"]
+        settings = _settings_parser().parse_object({k: model[k] for k in ("vipaint", "operator", "baselines")})
+        built = _settings_parser().instantiate(settings)
+        assert isinstance(built.vipaint, VIPaintConfig) and isinstance(built.vipaint.fit, FitConfig)
+        assert isinstance(built.operator, OperatorConfig) and isinstance(built.baselines, BaselinesConfig)
+
+
+def _settings_parser() -> ArgumentParser:
+    parser = ArgumentParser(exit_on_error=False)
+    for name, cls in (("vipaint", VIPaintConfig), ("operator", OperatorConfig), ("baselines", BaselinesConfig)):
+        parser.add_argument(f"--{name}", type=cls)
+    return parser
+
+
+def test_settings_nest_as_declared(capsys):
+    """A nested option reaches its dataclass field; the k4 config overrides the default config key by key."""
+    with pytest.raises(SystemExit):
+        infer.main(["--config", str(CONFIGS / "infer_k4_authors.yaml"), "--model.vipaint.fit.n_iter", "7",
+                    "--model.operator.sigma_y", "0.1", "--model.baselines.dps.n_steps", "25", "--print_config"])
+    model = yaml.safe_load(capsys.readouterr().out)["model"]
+    vip = model["vipaint"]
+    assert vip["fit"]["n_iter"] == 7 and vip["fit"]["n_samples"] == 10 and vip["fit"]["lr_mu"] == FitConfig.lr_mu
+    assert vip["keypoints"] == [550, 500, 450, 400] and vip["likelihood"]["kind"] == "authors"
+    assert vip["refine"]["n_steps"] == 400 and vip["refine"]["guidance"] == "gradient"
+    assert model["operator"]["sigma_y"] == 0.1 and model["baselines"]["dps"]["n_steps"] == 25
+
+
+def test_hparams_are_plain_yaml(tiny_prior, tmp_path):
+    """A module built in Python saves its dataclass settings as plain values: hparams.yaml reads back safely."""
+    from lightning.pytorch.core.saving import save_hparams_to_yaml
+
+    from vipaint.module import VIPaintModule
+
+    module = VIPaintModule(prior=tiny_prior, vipaint=VIPaintConfig(keypoints=(550, 400), fit=FitConfig(n_iter=3)),
+                           operator=OperatorConfig(name="blur"), progress=False)
+    assert module.config.fit.n_iter == 3 and module.operator_config.name == "blur"
+    save_hparams_to_yaml(tmp_path / "hparams.yaml", module.hparams_initial)
+    saved = yaml.safe_load((tmp_path / "hparams.yaml").read_text())
+    assert saved["vipaint"]["fit"]["n_iter"] == 3 and saved["vipaint"]["keypoints"] == [550, 400]
+    assert saved["operator"]["name"] == "blur" and "prior" not in saved
 
 
 def test_help_lists_the_main_options(capsys):
@@ -70,7 +117,8 @@ def test_help_lists_the_main_options(capsys):
         infer.main(["--help"])
     assert exc.value.code in (0, None)
     out = capsys.readouterr().out
-    for opt in ("--model.fit_steps", "--model.refine_steps", "--data", "--trainer.devices", "--mode"):
+    for opt in ("--model.vipaint.fit.n_iter", "--model.vipaint.refine.n_steps", "--model.vipaint.likelihood.kind",
+                "--model.operator.name", "--model.baselines.dps.n_steps", "--data", "--trainer.devices", "--mode"):
         assert opt in out, f"{opt} missing from --help"
 
 
@@ -96,7 +144,9 @@ def test_predict_writes_outputs_and_resume_skips(tmp_path, monkeypatch):
         log_dir = tmp_path / log_dir
     assert log_dir.parent == tmp_path / "lightning_logs" / "infer"
     saved = (log_dir / "config.yaml").read_text()
-    assert "fit_steps: 2" in saved and "DemoDataModule" in saved
+    assert yaml.safe_load(saved)["model"]["vipaint"]["fit"]["n_iter"] == 2 and "DemoDataModule" in saved
+    if (log_dir / "hparams.yaml").is_file():   # the logger's copy of the module's hparams reads back safely too
+        assert yaml.safe_load((log_dir / "hparams.yaml").read_text())["vipaint"]["fit"]["n_iter"] == 2
 
     mtimes = {n: (out_dir / n / RESULT_FILE).stat().st_mtime_ns for n in expected}
     sample_mtimes = {n: (out_dir / n / "sample_00.png").stat().st_mtime_ns for n in expected}
@@ -121,11 +171,11 @@ def test_test_mode_logs_psnr(tmp_path, monkeypatch, tiny_unet_dir):
 
 
 def test_ddp_two_cpu_processes_split_images_without_duplicates(tmp_path, tiny_unet_dir):
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)}
+    # The script's folder (the repository root) is on the child's sys.path, so vipaint and datamodules import.
     cmd = [sys.executable, str(ROOT / "infer.py"), "--config", str(TINY), "--trainer.devices", "2",
            "--trainer.strategy", "ddp", "--trainer.accelerator", "cpu",
            "--data.init_args.limit", "5", "--data.init_args.batch_size", "1", *_tiny16(tiny_unet_dir)]
-    proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=150)
+    proc = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=150)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
     out_dir = tmp_path / "outputs" / "demo"
     expected = set(DEFAULT_DEMO_IMAGES[:5])

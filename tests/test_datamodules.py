@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 import logging
-import os
 import pickle
 import zipfile
 from pathlib import Path
@@ -24,10 +23,8 @@ from datamodules import (
     read_image,
     read_mask,
 )
+from vipaint.resources import ResourceNotFound
 
-REAL_ZIP = Path(
-    os.environ.get("VIPAINT_CIFAR10_ZIP") or Path(__file__).parents[1].parent / "shared/data/cifar10/cifar10_jpeg.zip"
-)
 
 
 def save(path: Path, array: np.ndarray, mode: str | None = None) -> Path:
@@ -317,9 +314,9 @@ def test_cifar_zip_path_from_env_and_errors(tiny_zip, monkeypatch):
     monkeypatch.setenv("VIPAINT_CIFAR10_ZIP", str(tiny_zip))
     assert len(Cifar10Zip(split="train")) == 8
     monkeypatch.delenv("VIPAINT_CIFAR10_ZIP")
-    with pytest.raises(ValueError, match="set --data.zip_path or VIPAINT_CIFAR10_ZIP; or use source='torchvision'"):
+    with pytest.raises(ResourceNotFound, match="--data.init_args.zip_path or set .* VIPAINT_CIFAR10_ZIP; or use source"):
         Cifar10Zip()
-    with pytest.raises(ValueError, match="does not exist"):
+    with pytest.raises(ResourceNotFound, match="does not exist"):
         Cifar10Zip(str(tiny_zip.parent / "missing.zip"))
     with pytest.raises(ValueError, match="split must be one of"):
         Cifar10Zip(str(tiny_zip), split="val")
@@ -338,9 +335,8 @@ def test_cifar_datamodule_on_tiny_zip(tiny_zip):
         assert all(n.startswith("train_") for n in batch["name"])
 
 
-@pytest.mark.skipif(not REAL_ZIP.is_file(), reason="real CIFAR-10 zip not available")
-def test_cifar_real_zip():
-    ds = Cifar10Zip(str(REAL_ZIP), split="test")
+def test_cifar_real_zip(cifar10_zip):
+    ds = Cifar10Zip(str(cifar10_zip), split="test")
     assert len(ds) == 10000
     item = ds[0]
     assert item["name"] == "test_airplane_0000" and item["x"].shape == (3, 32, 32)

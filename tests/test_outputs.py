@@ -36,6 +36,19 @@ def test_atomic_write_replaces_content_and_leaves_no_temp(tmp_path):
     assert sorted(p.name for p in target.parent.iterdir()) == ["f.bin"]
 
 
+@pytest.mark.skipif(os.name != "posix", reason="POSIX permissions")
+@pytest.mark.parametrize("write", [lambda p: atomic_write_bytes(p, b"x"), lambda p: atomic_save_json(p, {"a": 1})])
+def test_atomic_writes_have_ordinary_permissions(tmp_path, write):
+    """Outputs are readable by others as any file created under the umask (0o666 & ~umask), not mkstemp's 0600."""
+    old = os.umask(0o022)
+    try:
+        write(tmp_path / "out")
+        write(tmp_path / "out")   # replacing keeps them too
+    finally:
+        os.umask(old)
+    assert (tmp_path / "out").stat().st_mode & 0o777 == 0o644
+
+
 def test_simulated_crash_keeps_previous_file(tmp_path, monkeypatch):
     target = tmp_path / "result.json"
     atomic_save_json(target, {"status": "ok"})

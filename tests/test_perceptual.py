@@ -1,37 +1,24 @@
 """Tests for vipaint.perceptual: offline LPIPS loading and masked LPIPS.
 
-They need the LPIPS backbones (safetensors, lpips state-dict keys). Found via
-$VIPAINT_LPIPS_BACKBONE_DIR or the development checkout's ``../shared/weights/lpips``;
-skipped when neither exists (no download is ever attempted here).
+They need the LPIPS backbones (safetensors, lpips state-dict keys): the ``lpips_dir`` fixture
+(``vipaint.resources``, $VIPAINT_LPIPS_BACKBONE_DIR) skips them when it is not configured
+(no download is ever attempted here).
 """
 
 from __future__ import annotations
 
-import os
 import urllib.error
-from pathlib import Path
 
 import pytest
 import torch
 
 from vipaint import perceptual
-from vipaint.perceptual import BACKBONE_DIR_ENV, load_lpips, masked_lpips
+from vipaint.perceptual import load_lpips, masked_lpips
+from vipaint.resources import RESOURCES
 
-
-def _weights_dir() -> Path | None:
-    env = os.environ.get(BACKBONE_DIR_ENV)
-    candidates = [Path(env)] if env else []
-    candidates.append(Path(__file__).resolve().parents[2] / "shared/weights/lpips")
-    for d in candidates:
-        if (d / "alex_backbone.safetensors").is_file():
-            return d
-    return None
-
-
-WEIGHTS = _weights_dir()
+ENV = RESOURCES["lpips"].env
 # LPIPS-alex of _pair() (seed 1234, 1x3x32x32), computed once on CPU in float32.
 GOLDEN_ALEX = 0.0104803825
-needs_weights = pytest.mark.skipif(WEIGHTS is None, reason="LPIPS backbone weights not found")
 
 
 def _pair(seed: int = 1234, shape=(1, 3, 32, 32)):
@@ -42,30 +29,27 @@ def _pair(seed: int = 1234, shape=(1, 3, 32, 32)):
 
 
 @pytest.fixture(scope="module")
-def alex():
-    return load_lpips("alex", backbone_path=WEIGHTS / "alex_backbone.safetensors")
+def alex(lpips_dir):
+    return load_lpips("alex", backbone_path=lpips_dir / "alex_backbone.safetensors")
 
 
-@needs_weights
-def test_loaded_model_is_frozen_and_cached(alex):
+def test_loaded_model_is_frozen_and_cached(alex, lpips_dir):
     assert not alex.training
     assert all(not p.requires_grad for p in alex.parameters())
     # Directory form and file form resolve to the same cached instance.
-    assert load_lpips("alex", backbone_path=WEIGHTS) is alex
+    assert load_lpips("alex", backbone_path=lpips_dir) is alex
     # The backbone really is the file's (not the random init).
     from safetensors.torch import load_file
 
-    ref = load_file(str(WEIGHTS / "alex_backbone.safetensors"))
+    ref = load_file(str(lpips_dir / "alex_backbone.safetensors"))
     assert torch.equal(alex.net.slice1[0].weight, ref["net.slice1.0.weight"])
 
 
-@needs_weights
-def test_env_var_is_used(monkeypatch, alex):
-    monkeypatch.setenv(BACKBONE_DIR_ENV, str(WEIGHTS))
+def test_env_var_is_used(monkeypatch, alex, lpips_dir):
+    monkeypatch.setenv(ENV, str(lpips_dir))
     assert load_lpips("alex") is alex
 
 
-@needs_weights
 def test_identity_and_symmetry(alex):
     a, b = _pair(shape=(2, 3, 32, 32))
     assert torch.allclose(alex(a, a), torch.zeros(2, 1, 1, 1), atol=1e-7)
@@ -93,7 +77,6 @@ def _lpips_by_hand(model, x0: torch.Tensor, x1: torch.Tensor) -> torch.Tensor:
     return total
 
 
-@needs_weights
 def test_golden_value_matches_hand_computation(alex):
     a, b = _pair()
     with torch.no_grad():
@@ -104,7 +87,6 @@ def test_golden_value_matches_hand_computation(alex):
     assert value.item() == pytest.approx(GOLDEN_ALEX, rel=1e-4)
 
 
-@needs_weights
 def test_masked_lpips(alex):
     a, b = _pair(shape=(2, 3, 32, 32))
     keep = torch.zeros(2, 1, 32, 32)
@@ -124,10 +106,9 @@ def test_masked_lpips(alex):
         masked_lpips(alex, a, b, keep[:, :, :8])
 
 
-@needs_weights
-def test_wrong_backbone_file_raises_clear_error():
+def test_wrong_backbone_file_raises_clear_error(lpips_dir):
     with pytest.raises(ValueError, match="does not match net='alex'"):
-        load_lpips("alex", backbone_path=WEIGHTS / "vgg_backbone.safetensors")
+        load_lpips("alex", backbone_path=lpips_dir / "vgg_backbone.safetensors")
 
 
 def test_missing_file_and_unknown_net(tmp_path):
@@ -138,11 +119,11 @@ def test_missing_file_and_unknown_net(tmp_path):
 
 
 def test_offline_download_failure_is_explained(monkeypatch):
-    monkeypatch.delenv(BACKBONE_DIR_ENV, raising=False)
+    monkeypatch.delenv(ENV, raising=False)
 
     def no_internet(*args, **kwargs):
         raise urllib.error.URLError("Name or service not known")
 
     monkeypatch.setattr(perceptual.lpips, "LPIPS", no_internet)
-    with pytest.raises(RuntimeError, match=BACKBONE_DIR_ENV):
+    with pytest.raises(RuntimeError, match=ENV):
         load_lpips("vgg")

@@ -19,7 +19,7 @@ RePaint     DDPM step for the hole, the forward-noised y pasted on observed pixe
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor
@@ -29,7 +29,7 @@ from .operators import Inpainting, Operator, repeat_observation
 from .prior import Prior
 from .schedule import ddim_std, ddim_step_mean
 
-__all__ = ["DPSConfig", "REDDiffConfig", "RePaintConfig", "dps", "red_diff", "repaint", "repaint_schedule", "BASELINES"]
+__all__ = ["DPSConfig", "REDDiffConfig", "RePaintConfig", "BaselinesConfig", "dps", "red_diff", "repaint", "repaint_schedule", "BASELINES"]
 
 
 def _finish(prior: Prior, x: Tensor, B: int, n: int) -> Tensor:
@@ -40,6 +40,13 @@ def _finish(prior: Prior, x: Tensor, B: int, n: int) -> Tensor:
 
 @dataclass
 class DPSConfig:
+    """DPS (Chung et al. 2023).
+
+    Args:
+        n_steps: reverse steps on a strided grid from T-1 to 0.
+        scale: step size ζ on ∇||y - A x̂_0|| (0.5: their inpainting config).
+    """
+
     n_steps: int = 1000
     scale: float = 0.5
 
@@ -71,6 +78,15 @@ def dps(prior: Prior, operator: Operator, y: Tensor, n_samples: int = 4, config:
 
 @dataclass
 class REDDiffConfig:
+    """RED-diff (Mardani et al. 2023).
+
+    Args:
+        n_steps: Adam steps, t descending from T-1 to 0.
+        lr: Adam learning rate on μ = x_0.
+        lam: weight λ of the denoiser regulariser (scaled by σ_t/α_t).
+        obs_weight: weight of the observation term.
+    """
+
     n_steps: int = 100
     lr: float = 0.25
     lam: float = 0.25
@@ -112,6 +128,14 @@ def red_diff(prior: Prior, operator: Operator, y: Tensor, n_samples: int = 4, co
 
 @dataclass
 class RePaintConfig:
+    """RePaint (Lugmayr et al. 2022; inpainting with pixel priors only).
+
+    Args:
+        n_levels: noise levels of the grid.
+        jump_length: levels of each jump back up.
+        jump_n_sample: times each jump is taken.
+    """
+
     n_levels: int = 250
     jump_length: int = 10
     jump_n_sample: int = 10
@@ -167,3 +191,19 @@ def repaint(prior: Prior, operator: Operator, y: Tensor, n_samples: int = 4, con
 
 
 BASELINES = {"dps": (dps, DPSConfig), "red_diff": (red_diff, REDDiffConfig), "repaint": (repaint, RePaintConfig)}
+
+
+@dataclass
+class BaselinesConfig:
+    """The settings of every baseline, one field per method (named as in ``BASELINES``); a run uses the
+    one its ``method`` names, so switching methods needs no other change.
+
+    Args:
+        dps: settings of "dps".
+        red_diff: settings of "red_diff".
+        repaint: settings of "repaint".
+    """
+
+    dps: DPSConfig = field(default_factory=DPSConfig)
+    red_diff: REDDiffConfig = field(default_factory=REDDiffConfig)
+    repaint: RePaintConfig = field(default_factory=RePaintConfig)

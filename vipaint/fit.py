@@ -27,7 +27,23 @@ __all__ = ["FitConfig", "FitResult", "fit"]
 
 @dataclass
 class FitConfig:
-    """Hyperparameters of the fit. Defaults: method.md §4, except β = 1 (the bound itself; §3 uses 100)."""
+    """Hyperparameters of the fit. Defaults: method.md §4, except β = 1 (the bound itself; §3 uses 100).
+
+    Args:
+        n_iter: Adam iterations (0 skips the fit: the initial or amortized λ is used as is).
+        n_samples: Monte Carlo samples of the bound per image per iteration.
+        lr_mu: learning rate of the keypoint means μ.
+        lr_logvar: learning rate of the log-variances.
+        lr_gamma: learning rate of the bridge weights γ.
+        adam_betas: Adam's (β1, β2).
+        lr_decay_every: iterations between learning-rate decays.
+        lr_decay: factor of each decay.
+        beta_prior: weight of the prior term above the top keypoint (1 = the bound itself).
+        beta_hier: weight of the KL terms between keypoints (1 = the bound itself).
+        n_grid: grid points of the prior chain above the top keypoint.
+        log_every: record the bound's terms (history, logger) every this many iterations; each record
+            synchronises the device; 0 = only at the end.
+    """
 
     n_iter: int = 50
     n_samples: int = 8

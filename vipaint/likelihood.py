@@ -13,7 +13,8 @@ whose mask is per image), t being the integer timestep whose one-step estimate x
 """
 from __future__ import annotations
 
-from typing import Callable
+from dataclasses import dataclass
+from typing import Callable, Literal
 
 import torch
 from torch import Tensor
@@ -22,7 +23,28 @@ from .operators import Inpainting, Operator, repeat_observation
 from .prior import Prior
 from .schedule import tweedie_scale
 
-__all__ = ["GaussianLikelihood", "AuthorsReconstruction", "make_likelihood"]
+__all__ = ["LikelihoodConfig", "GaussianLikelihood", "AuthorsReconstruction", "make_likelihood"]
+
+
+@dataclass
+class LikelihoodConfig:
+    """Which reconstruction term the bound and the refiner use.
+
+    Args:
+        kind: "gaussian" (a density, default) or "authors" (L1 + LPIPS of method.md §3; inpainting only).
+        marginalize_denoiser: add r_t² to the Gaussian's variance (see ``GaussianLikelihood``).
+        cg_steps: conjugate-gradient steps for a covariance-aware Gaussian gradient (pixel priors; 0 = off;
+            each step costs one more backward pass).
+        lpips_net: LPIPS network of the authors' loss ("vgg" as they use, or "alex").
+        lpips_backbone: local folder (or file) of the LPIPS backbone; None = ``$VIPAINT_LPIPS_BACKBONE_DIR``,
+            else torchvision's download (``vipaint.resources``).
+    """
+
+    kind: Literal["gaussian", "authors"] = "gaussian"
+    marginalize_denoiser: bool = True
+    cg_steps: int = 0
+    lpips_net: Literal["vgg", "alex", "squeeze"] = "vgg"
+    lpips_backbone: str | None = None
 
 
 class _Likelihood:
@@ -120,11 +142,10 @@ class AuthorsReconstruction(_Likelihood):
         return -(l1 + self.lpips_weight * lp)
 
 
-def make_likelihood(kind: str, operator: Operator, prior: Prior, marginalize_denoiser: bool = True,
-                    lpips_model: Callable | None = None, cg_steps: int = 0):
-    """"gaussian" (default) or "authors"."""
-    if kind == "gaussian":
-        return GaussianLikelihood(operator, prior, marginalize_denoiser, cg_steps)
-    if kind == "authors":
+def make_likelihood(config: LikelihoodConfig, operator: Operator, prior: Prior, lpips_model: Callable | None = None):
+    """The likelihood ``config`` describes for one batch's operator (``lpips_model``: the authors' loss only)."""
+    if config.kind == "gaussian":
+        return GaussianLikelihood(operator, prior, config.marginalize_denoiser, config.cg_steps)
+    if config.kind == "authors":
         return AuthorsReconstruction(operator, lpips_model)
-    raise ValueError(f"unknown likelihood {kind!r}; expected 'gaussian' or 'authors'")
+    raise ValueError(f"unknown likelihood {config.kind!r}; expected 'gaussian' or 'authors'")

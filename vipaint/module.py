@@ -10,17 +10,18 @@ from __future__ import annotations
 
 import logging
 import time
+from typing import Literal
 
 import lightning.pytorch as pl
 import torch
 from torch import Tensor
 
-from .fit import FitConfig
+from .baselines import BASELINES, BaselinesConfig
+from .hparams import save_plain_hyperparameters
 from .likelihood import make_likelihood
-from .operators import make_operator
+from .operators import OperatorConfig, make_operator
 from .prior import Prior
-from .refine import RefineConfig
-from .sampler import VIPaintConfig, vipaint
+from .sampler import VIPaintConfig, resolve_keypoints, vipaint
 from .writer import SKIPPED
 
 __all__ = ["VIPaintModule"]
@@ -31,76 +32,48 @@ log = logging.getLogger(__name__)
 class VIPaintModule(pl.LightningModule):
     """VIPaint-K posterior inference, one fit per image (images of a batch are fitted together).
 
+    The algorithm's settings live in typed dataclasses, declared once there (``--model.vipaint.fit.n_iter``,
+    ``--model.operator.name``, ...); the module's own arguments are only what is not the algorithm's.
+
     Args:
         prior: the diffusion prior (``vipaint.external.PixelPrior``/``LatentPrior`` or any ``Prior``);
-            default: a tiny random UNet (noise; for smoke tests only).
+            default: the shipped MNIST prior ("vipaint-mnist").
         method: "vipaint", or a baseline in the same harness: "dps", "red_diff", "repaint" (``baselines.py``).
-        method_args: settings of the baseline's config dataclass, e.g. {"n_steps": 250, "scale": 1.0}.
-        operator: "inpainting", "blur" or "super_resolution".
-        sigma_y: observation noise std in [-1, 1] units (the likelihood's; also added to y when
-            ``add_noise``). blur_std, blur_kernel_size, sr_factor: operator settings.
-        add_noise: add N(0, sigma_y²) noise to A x when forming y (benchmarks); off for real photos.
-        likelihood: "gaussian" (a density, default) or "authors" (L1 + LPIPS of method.md §3, inpainting).
-        marginalize_denoiser: add r_t² to the likelihood variance (see ``likelihood.py``).
-        keypoints: keypoint timesteps on the 1000-step linear schedule; default (550, 400).
-        eta: stochasticity of the prior transitions between keypoints.
-        n_samples: posterior samples drawn per image.
-        fit_steps, fit_samples, lr_mu, lr_logvar, lr_gamma, beta_prior, beta_hier, n_grid: ``FitConfig``.
-        refine_steps: strided refinement steps from the lowest keypoint to 0 (authors: every step).
-        refine_guidance, refine_scale, refine_eta: ``RefineConfig``.
-        cg_steps: conjugate-gradient steps for a covariance-aware likelihood gradient (pixel priors; 0 = off).
-        init_gamma, init_var_scale, init_mean_noise: ``HierarchicalPosterior.initialize``.
+        vipaint: VIPaint's settings (keypoints, likelihood, fit, refinement): ``sampler.VIPaintConfig``.
+        baselines: each baseline's settings; only ``method``'s is used: ``baselines.BaselinesConfig``.
+        operator: the observation model y = A x (+ noise): ``operators.OperatorConfig``.
+        n_samples: posterior samples drawn per image (every method).
         seed: base seed; each batch draws from a generator seeded by seed + the batch's first index.
-        lpips_net, lpips_backbone: LPIPS for the authors' likelihood (local backbone file or folder).
         log_images: add an image grid per batch to the logger.
-        log_every: log the bound's terms every this many fit iterations (each log synchronises the device).
         progress: a progress bar over fit iterations and refinement steps (rank 0 only).
         init: "hand" (λ from the encoded observation, method.md §2) or "amortized" (predicted by the
             encoder of ``encoder_ckpt``, a checkpoint of ``amortized.module.AmortizedModule``); with
-            ``fit_steps`` 0 the prediction is used as is, with N > 0 it is fine-tuned (semi-amortized).
+            ``vipaint.fit.n_iter`` 0 the prediction is used as is, with N > 0 it is fine-tuned (semi-amortized).
+        encoder_ckpt: the encoder checkpoint of ``init="amortized"``.
     """
 
-    def __init__(self, prior: Prior | None = None, method: str = "vipaint", method_args: dict[str, float] | None = None,
-                 operator: str = "inpainting", sigma_y: float = 0.05,
-                 add_noise: bool = False, blur_std: float = 3.0, blur_kernel_size: int | None = None, sr_factor: int = 4,
-                 likelihood: str = "gaussian", marginalize_denoiser: bool = True, keypoints: list[int] | None = None,
-                 eta: float = 1.0, n_samples: int = 4, fit_steps: int = 50, fit_samples: int = 8, lr_mu: float = 0.1,
-                 lr_logvar: float = 1e-3, lr_gamma: float = 1e-2, beta_prior: float = 1.0, beta_hier: float = 1.0,
-                 n_grid: int = 50, refine_steps: int = 50, refine_guidance: str = "tweedie", refine_scale: float = 1.0,
-                 refine_eta: float = 1.0, cg_steps: int = 0, init_gamma: float = 4.0, init_var_scale: float = 1.0,
-                 init_mean_noise: float = 0.0, seed: int = 0, lpips_net: str = "vgg", lpips_backbone: str | None = None,
-                 log_images: bool = True, log_every: int = 5, progress: bool = True, init: str = "hand",
+    # The dataclass defaults are never mutated (the module only reads its configs), so sharing them is safe.
+    def __init__(self, prior: Prior | None = None, method: Literal["vipaint", "dps", "red_diff", "repaint"] = "vipaint",
+                 vipaint: VIPaintConfig = VIPaintConfig(), baselines: BaselinesConfig = BaselinesConfig(),
+                 operator: OperatorConfig = OperatorConfig(), n_samples: int = 4, seed: int = 0,
+                 log_images: bool = True, progress: bool = True, init: Literal["hand", "amortized"] = "hand",
                  encoder_ckpt: str | None = None):
         super().__init__()
-        self.save_hyperparameters(ignore=["prior"])
+        save_plain_hyperparameters(self, ignore=["prior"])  # readable hparams.yaml
         if prior is None:
             from .external import PixelPrior
 
             prior = PixelPrior()
         self.prior = prior
-        make_operator(operator, torch.ones(1, 1, 1, 1), sigma_y, blur_std, blur_kernel_size, sr_factor)  # validate early
-        if likelihood == "authors" and operator != "inpainting":
-            raise ValueError("likelihood='authors' (L1 + LPIPS) is for inpainting only; use 'gaussian'")
-        self.config = VIPaintConfig(
-            keypoints=tuple(keypoints) if keypoints else None, eta=eta, init_gamma=init_gamma,
-            init_var_scale=init_var_scale, init_mean_noise=init_mean_noise,
-            fit=FitConfig(n_iter=fit_steps, n_samples=fit_samples, lr_mu=lr_mu, lr_logvar=lr_logvar, lr_gamma=lr_gamma,
-                          beta_prior=beta_prior, beta_hier=beta_hier, n_grid=n_grid, log_every=log_every),
-            refine=RefineConfig(n_steps=refine_steps, guidance=refine_guidance, scale=refine_scale, eta=refine_eta))
-        self.keypoints = prior.schedule.keypoints(self.config.keypoints or (550, 400))
-        from .baselines import BASELINES
-
+        self.config, self.operator_config = vipaint, operator
+        make_operator(operator, torch.ones(1, 1, 1, 1))  # validate early
+        if vipaint.likelihood.kind == "authors" and operator.name != "inpainting":
+            raise ValueError("likelihood 'authors' (L1 + LPIPS) is for inpainting only; use 'gaussian'")
+        self.keypoints = resolve_keypoints(prior, vipaint.keypoints)
         if method != "vipaint" and method not in BASELINES:
             raise ValueError(f"unknown method {method!r}; expected 'vipaint' or one of {sorted(BASELINES)}")
+        self.baseline = None if method == "vipaint" else (BASELINES[method][0], getattr(baselines, method))
         self.encoder = self._load_encoder(init, encoder_ckpt)
-        self.baseline = None
-        if method != "vipaint":
-            fn, cfg_cls = BASELINES[method]
-            try:
-                self.baseline = (fn, cfg_cls(**(method_args or {})))
-            except TypeError as e:
-                fields = list(cfg_cls.__dataclass_fields__)
-                raise ValueError(f"method_args {method_args} do not fit {method}: its settings are {fields}") from e
         self._lpips = None
         self._fit_log_step = 0
 
@@ -139,19 +112,20 @@ class VIPaintModule(pl.LightningModule):
         from .posterior import HierarchicalPosterior
 
         with torch.no_grad():
-            pred = predict_posterior(self.encoder, self.prior, self.keypoints, op, y, keep, self.hparams.eta,
-                                     self.hparams.init_gamma, self.hparams.init_var_scale)
-        post = HierarchicalPosterior(self.keypoints, self.prior.latent_shape, batch=y.shape[0], eta=self.hparams.eta)
+            pred = predict_posterior(self.encoder, self.prior, self.keypoints, op, y, keep, self.config.eta,
+                                     self.config.init_gamma, self.config.init_var_scale)
+        post = HierarchicalPosterior(self.keypoints, self.prior.latent_shape, batch=y.shape[0], eta=self.config.eta)
         post.load_parameters(pred.mu, pred.logvar, pred.gamma)
         return post.to(y.device)
 
     def _lpips_model(self):
-        if self.hparams.likelihood != "authors":
+        lik = self.config.likelihood
+        if lik.kind != "authors":
             return None
         if self._lpips is None:
             from .perceptual import load_lpips
 
-            self._lpips = load_lpips(self.hparams.lpips_net, self.hparams.lpips_backbone).to(self.device)
+            self._lpips = load_lpips(lik.lpips_net, lik.lpips_backbone).to(self.device)
         return self._lpips
 
     def _writer_completed(self, names: list[str]) -> set[str]:
@@ -173,7 +147,7 @@ class VIPaintModule(pl.LightningModule):
                     f"resize it (--data.init_args.image_size {h})")
         if not bool(torch.isfinite(x).all()):
             return f"'{name}' contains NaN or inf pixel values"
-        if self.hparams.operator == "inpainting":
+        if self.operator_config.name == "inpainting":
             if keep.shape[-2:] != x.shape[-2:]:
                 return f"mask of '{name}' is {keep.shape[-2]}x{keep.shape[-1]}, the image {h}x{w}"
             if float(keep.sum()) == 0:
@@ -208,16 +182,15 @@ class VIPaintModule(pl.LightningModule):
         N = self.hparams.n_samples
         out = {"names": names, "samples": torch.zeros(B, N, C, H, W), "mean": torch.zeros(B, C, H, W),
                "std": torch.zeros(B, C, H, W), "y": torch.zeros(B, C, H, W), "x": x.detach().cpu(),
-               "keep_mask": keep.detach().cpu() if self.hparams.operator == "inpainting" else None,
+               "keep_mask": keep.detach().cpu() if self.operator_config.name == "inpainting" else None,
                "bound": [{} for _ in range(B)], "status": status, "meta": [{} for _ in range(B)]}
         if not todo:
             return out
         idx = torch.tensor(todo, device=x.device)
         xs, ks = x[idx], keep[idx]
-        hp = self.hparams
-        op = make_operator(hp.operator, ks, hp.sigma_y, hp.blur_std, hp.blur_kernel_size, hp.sr_factor)
-        y = op.observe(xs, gen) if hp.add_noise else op.forward(xs)
-        lik = make_likelihood(hp.likelihood, op, self.prior, hp.marginalize_denoiser, self._lpips_model(), hp.cg_steps)
+        op = make_operator(self.operator_config, ks)
+        y = op.observe(xs, gen) if self.operator_config.add_noise else op.forward(xs)
+        lik = make_likelihood(self.config.likelihood, op, self.prior, self._lpips_model())
         t0 = time.perf_counter()
         if self.baseline is not None:
             return self._finish_baseline(out, todo, op, y, gen, t0)
@@ -244,7 +217,8 @@ class VIPaintModule(pl.LightningModule):
             out["y"][b] = y_img[j]
             out["bound"][b] = {k: float(v[j]) for k, v in res.bound.items()}
             out["meta"][b] = {"method": "vipaint", "seconds": seconds, "nfe_per_image": res.nfe, "keypoints": res.posterior.keypoints,
-                              "fit_steps": hp.fit_steps, "refine_steps": hp.refine_steps, "seed": int(hp.seed) + first}
+                              "fit_steps": self.config.fit.n_iter, "refine_steps": self.config.refine.n_steps,
+                              "seed": int(self.hparams.seed) + first}
         self._log_batch(out, todo, seconds)
         return out
 
@@ -270,7 +244,8 @@ class VIPaintModule(pl.LightningModule):
             return None
         from tqdm.auto import tqdm
 
-        total = self.hparams.fit_steps + len(self.prior.schedule.strided(self.keypoints[-1], self.hparams.refine_steps))
+        cfg = self.config
+        total = cfg.fit.n_iter + len(self.prior.schedule.strided(self.keypoints[-1], cfg.refine.n_steps))
         return tqdm(total=total, desc=f"VIPaint fit+refine ({n_images} image{'s' * (n_images > 1)})", leave=False,
                     unit="it", dynamic_ncols=True)
 
@@ -288,13 +263,15 @@ class VIPaintModule(pl.LightningModule):
         ok = [b for b in todo if out["status"][b] == "ok"]
         exp = getattr(self.logger, "experiment", None)
         if ok and self.baseline is None:
-            elbo = float(torch.tensor([out["bound"][b]["elbo"] for b in ok]).mean())
-            if self.trainer.testing:
-                self.log("test/elbo", elbo, batch_size=len(ok), sync_dist=True)
-                self.log("test/seconds_per_image", seconds, batch_size=len(ok), sync_dist=True)
-            elif hasattr(exp, "add_scalar"):  # Lightning forbids self.log in predict; write to the logger directly
-                exp.add_scalar(f"predict/elbo/rank{self.global_rank}", elbo, self._fit_log_step)
-                exp.add_scalar(f"predict/seconds_per_image/rank{self.global_rank}", seconds, self._fit_log_step)
+            # The bound is reported only when n_eval_samples > 0.
+            values = {"seconds_per_image": seconds}
+            if "elbo" in out["bound"][ok[0]]:
+                values["elbo"] = float(torch.tensor([out["bound"][b]["elbo"] for b in ok]).mean())
+            for k, v in values.items():
+                if self.trainer.testing:
+                    self.log(f"test/{k}", v, batch_size=len(ok), sync_dist=True)
+                elif hasattr(exp, "add_scalar"):  # Lightning forbids self.log in predict; write to the logger
+                    exp.add_scalar(f"predict/{k}/rank{self.global_rank}", v, self._fit_log_step)
         if self.hparams.log_images and ok and hasattr(exp, "add_image"):
             from torchvision.utils import make_grid
 

@@ -22,12 +22,15 @@ Missing pixels carry no term: they are integrated out exactly, not imputed.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["Operator", "Inpainting", "GaussianBlur", "SuperResolution", "make_operator", "repeat_observation"]
+__all__ = ["Operator", "Inpainting", "GaussianBlur", "SuperResolution", "OperatorConfig", "make_operator",
+           "repeat_observation"]
 
 
 class Operator:
@@ -203,15 +206,35 @@ def repeat_observation(y: Tensor, operator: Operator, n: int) -> tuple[Tensor, O
     return (y, operator) if n == 1 else (y.repeat_interleave(n, dim=0), operator.expand(n))
 
 
-def make_operator(kind: str, keep_mask: Tensor | None = None, sigma_y: float = 0.0, blur_std: float = 3.0,
-                  blur_kernel_size: int | None = None, sr_factor: int = 4) -> Operator:
-    """Build an operator by name: "inpainting" (needs keep_mask), "blur", "super_resolution"."""
-    if kind == "inpainting":
+@dataclass
+class OperatorConfig:
+    """The observation model y = A x (+ σ_y ε): the one declaration of its settings.
+
+    Args:
+        name: "inpainting" (A = the keep mask), "blur" (Gaussian blur) or "super_resolution" (average pooling).
+        sigma_y: observation noise std in [-1, 1] units: the likelihood's, and the noise added when ``add_noise``.
+        blur_std: std of the blur kernel in pixels ("blur").
+        blur_kernel_size: odd kernel size ("blur"); None = 2·ceil(3·blur_std) + 1.
+        sr_factor: downsampling factor ("super_resolution").
+        add_noise: add N(0, σ_y²) noise to A x when forming y (benchmarks on clean images); off for real photos.
+    """
+
+    name: Literal["inpainting", "blur", "super_resolution"] = "inpainting"
+    sigma_y: float = 0.05
+    blur_std: float = 3.0
+    blur_kernel_size: int | None = None
+    sr_factor: int = 4
+    add_noise: bool = False
+
+
+def make_operator(config: OperatorConfig, keep_mask: Tensor | None = None) -> Operator:
+    """The operator ``config`` describes; inpainting needs the batch's keep_mask (B, 1, H, W)."""
+    if config.name == "inpainting":
         if keep_mask is None:
             raise ValueError("the inpainting operator needs a keep_mask")
-        return Inpainting(keep_mask, sigma_y)
-    if kind == "blur":
-        return GaussianBlur(blur_std, blur_kernel_size, sigma_y)
-    if kind == "super_resolution":
-        return SuperResolution(sr_factor, sigma_y)
-    raise ValueError(f"unknown operator {kind!r}; expected 'inpainting', 'blur' or 'super_resolution'")
+        return Inpainting(keep_mask, config.sigma_y)
+    if config.name == "blur":
+        return GaussianBlur(config.blur_std, config.blur_kernel_size, config.sigma_y)
+    if config.name == "super_resolution":
+        return SuperResolution(config.sr_factor, config.sigma_y)
+    raise ValueError(f"unknown operator {config.name!r}; expected 'inpainting', 'blur' or 'super_resolution'")

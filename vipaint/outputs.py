@@ -17,7 +17,7 @@ import io
 import json
 import math
 import os
-import tempfile
+import secrets
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -54,6 +54,24 @@ def _fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
+def _create_temp(directory: Path, name: str) -> tuple[int, str]:
+    """A new hidden temp file beside the target, opened for writing: (fd, path).
+
+    Uniquely named and created exclusively (O_EXCL), so concurrent writers (several ranks, or a re-run
+    racing a stale process) never clobber each other's partial data. Unlike ``tempfile.mkstemp``
+    (mode 0600) it is created with mode 0666 filtered by the umask, so the renamed output has the
+    permissions of any ordinary file and other people can read it.
+    """
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
+    for _ in range(100):
+        tmp_name = str(directory / f".{name}.{secrets.token_hex(6)}.tmp")
+        try:
+            return os.open(tmp_name, flags, 0o666), tmp_name
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"could not create a unique temporary file beside {directory / name}")
+
+
 def atomic_write_bytes(path: PathLike, data: bytes) -> None:
     """Write ``data`` to ``path`` atomically (temp file in the same dir, fsync, ``os.replace``).
 
@@ -65,9 +83,7 @@ def atomic_write_bytes(path: PathLike, data: bytes) -> None:
     path = Path(path)
     directory = path.parent
     directory.mkdir(parents=True, exist_ok=True)
-    # Hidden, uniquely named temp file: concurrent writers (several ranks, or a re-run racing a
-    # stale process) never clobber each other's partial data.
-    fd, tmp_name = tempfile.mkstemp(dir=directory, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp_name = _create_temp(directory, path.name)
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)

@@ -6,10 +6,10 @@ without internet. :func:`load_lpips` can instead build the network with a random
 load the backbone from a local safetensors file whose keys follow the ``lpips`` state-dict
 names (``net.slice1.0.weight``, ...). Where to find that file:
 
-1. the ``backbone_path`` argument (a ``.safetensors`` file, or a directory holding
-   ``<net>_backbone.safetensors``);
-2. else the environment variable ``VIPAINT_LPIPS_BACKBONE_DIR`` (a directory holding
-   ``alex_backbone.safetensors`` / ``vgg_backbone.safetensors``);
+1. the ``backbone_path`` argument: a ``.safetensors`` file, or a directory holding
+   ``<net>_backbone.safetensors``;
+2. else the directory of the ``lpips`` resource (``vipaint.resources``: the environment variable
+   ``VIPAINT_LPIPS_BACKBONE_DIR``);
 3. else the normal torchvision download.
 """
 
@@ -24,9 +24,11 @@ import lpips
 import torch
 from safetensors.torch import load_file
 
-__all__ = ["load_lpips", "masked_lpips", "clear_lpips_cache", "BACKBONE_DIR_ENV"]
+from . import resources
 
-BACKBONE_DIR_ENV = "VIPAINT_LPIPS_BACKBONE_DIR"
+__all__ = ["load_lpips", "masked_lpips", "clear_lpips_cache"]
+
+_ENV = resources.RESOURCES["lpips"].env
 
 # lpips accepts "vgg16" as an alias of "vgg"; the backbone files are named after the short form.
 _NET_ALIASES = {"alex": "alex", "vgg": "vgg", "vgg16": "vgg", "squeeze": "squeeze"}
@@ -37,15 +39,13 @@ _CACHE_LOCK = threading.Lock()
 
 def _resolve_backbone(net: str, backbone_path: str | os.PathLike | None) -> Path | None:
     """Return the backbone file to load, or None to fall back to the torchvision download."""
-    source = "backbone_path"
-    if backbone_path is None:
-        env = os.environ.get(BACKBONE_DIR_ENV)
-        if not env:
-            return None
-        backbone_path, source = env, f"${BACKBONE_DIR_ENV}"
-    path = Path(backbone_path).expanduser()
-    if path.is_dir():
-        path = path / f"{net}_backbone.safetensors"
+    if backbone_path is not None and Path(backbone_path).expanduser().is_file():
+        return Path(backbone_path).expanduser().resolve()   # an explicit file: the resource is a folder
+    source = "backbone_path" if backbone_path is not None else f"${_ENV}"
+    folder = resources.find("lpips", backbone_path)
+    if folder is None:
+        return None
+    path = folder / f"{net}_backbone.safetensors"
     if not path.is_file():
         raise FileNotFoundError(
             f"LPIPS backbone file for net={net!r} not found: {path} (from {source}); expected a "
@@ -103,7 +103,7 @@ def _build_unfiltered(net: str, path: Path | None) -> lpips.LPIPS:
                 f"could not load the ImageNet backbone for LPIPS net={net!r} (torchvision "
                 f"download failed: {type(e).__name__}: {e}). On a machine without internet, "
                 f"pass backbone_path=<{net}_backbone.safetensors or its directory> or set "
-                f"{BACKBONE_DIR_ENV} to a directory holding '{net}_backbone.safetensors'."
+                f"{_ENV} to a directory holding '{net}_backbone.safetensors'."
             ) from e
     # pnet_rand=True: build the backbone randomly initialised (no download), then overwrite it.
     model = lpips.LPIPS(net=net, pretrained=True, pnet_rand=True, verbose=False)

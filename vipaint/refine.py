@@ -21,6 +21,7 @@ diversity from q). Each step costs one network forward and one backward to z_t.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 from torch import Tensor
@@ -34,11 +35,17 @@ __all__ = ["RefineConfig", "refine"]
 
 @dataclass
 class RefineConfig:
-    """n_steps: strided grid from T_s to 0 (the authors run every integer step, T_s + 1 of them).
-    guidance: "tweedie" or "gradient"; scale: ζ; eta: DDIM stochasticity of the steps."""
+    """Refinement from the lowest keypoint T_s down to t = 0.
+
+    Args:
+        n_steps: steps on a strided grid from T_s to 0 (the authors run every integer step, T_s + 1 of them).
+        guidance: "tweedie" (guided x̂_0, default) or "gradient" (the authors' form; see the module docstring).
+        scale: the guidance weight ζ.
+        eta: DDIM stochasticity of the steps (1 = DDPM, 0 = deterministic).
+    """
 
     n_steps: int = 50
-    guidance: str = "tweedie"
+    guidance: Literal["tweedie", "gradient"] = "tweedie"
     scale: float = 1.0
     eta: float = 1.0
 
