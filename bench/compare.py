@@ -1,173 +1,210 @@
 """Side-by-side benchmark: VIPaint vs DPS, RED-diff and RePaint on the same prior, images and masks.
 
-    python bench/compare.py --prior tiny-random --n-images 4 --samples 4           # CPU smoke run
-    python bench/compare.py --prior weights/cifar10-ddpm --n-images 100 --samples 4 --device cuda
+    python bench/compare.py --data mnist --n-images 100 --samples 4                 # the MNIST table (CPU: hours)
+    python bench/compare.py --data mnist --n-images 8 --methods vipaint2,dps:50      # a quick look
+    python bench/compare.py --data cifar10 --prior DIR --masks box50,half --device cuda
 
-Images: CIFAR-10 test split (``VIPAINT_CIFAR10_ZIP`` or --cifar-zip), else the scikit-image demo photos.
-Masks: box 50%, random boxes 30-70%, half, free-form strokes; seeded per image, identical for every
-method. Prints a table and writes JSON (--out): per method and mask, LPIPS (mean over samples and
-best-of-S), PSNR, SSIM, diversity, wall seconds per image, NFEs per image, peak memory.
-``--equal-time S`` gives every method the same wall budget per image by scaling its step count from a
-short calibration run.
+Methods are ``NAME[:BUDGET]``: vipaint2 / vipaint4 (K = 2 / 4 keypoints; budget = fit iterations),
+dps, red_diff (budget = steps), repaint (budget = levels of its 250/10/10 grid); no budget = the method's
+default. ``--vipaint-set fit.n_samples=4 refine.n_steps=25`` overrides ``VIPaintConfig`` fields for every
+VIPaint run. Images: MNIST test digits (first N; with labels for the plausibility score), CIFAR-10 test
+(first N, one per class in turn), or the scikit-image photos (``--data demo``). Masks are seeded per image
+and identical for every method. Every method is scored by ``vipaint.scoring.score_inpainting`` (MNIST:
+plausibility by the bench's digit classifier, ``bench/digit_classifier.py``). Prints a table, writes JSON.
 """
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
-import os
 import sys
 import time
 from pathlib import Path
 
 import torch
+import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from datamodules.masks import make_mask  # noqa: E402
+from datamodules.masks import BoxMask, HalfMask, RandomBoxesMask, RandomPixelsMask, StrokesMask  # noqa: E402
 from vipaint.baselines import BASELINES  # noqa: E402
 from vipaint.external import PixelPrior  # noqa: E402
-from vipaint.fit import FitConfig  # noqa: E402
 from vipaint.likelihood import GaussianLikelihood  # noqa: E402
-from vipaint.metrics import score_samples  # noqa: E402
 from vipaint.operators import Inpainting  # noqa: E402
-from vipaint.refine import RefineConfig  # noqa: E402
 from vipaint.sampler import VIPaintConfig, vipaint  # noqa: E402
+from vipaint.schedule import DEFAULT_KEYPOINTS  # noqa: E402
+from vipaint.scoring import score_inpainting  # noqa: E402
 
-MASKS = {"box50": ("box", 0.5), "random_boxes": ("random_boxes", (0.3, 0.7)), "half": ("half", None),
-         "strokes": ("strokes", (0.2, 0.5))}
+MASKS = {"half": HalfMask(angle=270.0), "box50": BoxMask(0.5), "strokes": StrokesMask(0.2, 0.5),
+         "pixels90": RandomPixelsMask(0.9), "random_boxes": RandomBoxesMask(0.3, 0.7)}
+DEFAULT_MASKS = {"mnist": "half,box50,strokes,pixels90", "cifar10": "box50,random_boxes,half,strokes",
+                 "demo": "box50,half"}
+SIGMA_Y = 0.05
 
 
-def load_images(n: int, size: int, zip_path: str | None) -> tuple[torch.Tensor, list[str]]:
-    zip_path = zip_path or os.environ.get("VIPAINT_CIFAR10_ZIP")
-    if zip_path and Path(zip_path).exists() and size == 32:
+def load_images(data: str, n: int, size: int, path: str | None) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The first n test images at the prior's size, and their labels (MNIST) or None."""
+    if data == "mnist":
+        from datamodules.mnist import load_mnist
+
+        x, labels = load_mnist(path, "test")
+        return x[:n], labels[:n]
+    if data == "cifar10":
         from datamodules.cifar10 import Cifar10DataModule
 
-        dm = Cifar10DataModule(zip_path=zip_path, split="test", limit=n, batch_size=n)
+        dm = Cifar10DataModule(zip_path=path, split="test", limit=n, batch_size=n)
     else:
         from datamodules.demo import DemoDataModule
 
         dm = DemoDataModule(image_size=size, limit=n, batch_size=n)
     dm.setup("predict")
-    batch = next(iter(dm.predict_dataloader()))
-    return batch["x"], list(batch["name"])
+    return next(iter(dm.predict_dataloader()))["x"], None
+
+
+MIX4 = ("half", "box50", "strokes", "pixels90")
 
 
 def masks_for(kind: str, n: int, size: int, seed: int) -> torch.Tensor:
-    name, ratio = MASKS[kind]
-    gen = make_mask(name, ratio) if ratio is not None else make_mask(name)
-    return torch.stack([gen((size, size), torch.Generator().manual_seed(seed + i)) for i in range(n)])
+    """Seeded masks for n images; "mix4" gives image i the mask kind MIX4[i % 4] (one run over every kind)."""
+    kinds = [MIX4[i % 4] if kind == "mix4" else kind for i in range(n)]
+    return torch.stack([MASKS[k]((size, size), torch.Generator().manual_seed(seed + i)) for i, k in enumerate(kinds)])
+
+
+def parse_method(spec: str) -> tuple[str, int | None]:
+    name, _, budget = spec.partition(":")
+    if name not in ("vipaint2", "vipaint4") and name not in BASELINES:
+        raise SystemExit(f"unknown method {name!r}: vipaint2, vipaint4 or one of {sorted(BASELINES)}")
+    return name, int(budget) if budget else None
+
+
+def vipaint_config(name: str, budget: int | None, overrides: list[str]) -> VIPaintConfig:
+    """VIPaintConfig for vipaint2/vipaint4, the fit budget and ``section.field=value`` overrides."""
+    cfg = VIPaintConfig(keypoints=DEFAULT_KEYPOINTS[int(name[-1])])
+    for item in overrides:
+        key, _, value = item.partition("=")
+        *path, field = key.split(".")
+        target = cfg
+        for p in path:
+            target = getattr(target, p)
+        if not hasattr(target, field):
+            raise SystemExit(f"--vipaint-set {item}: VIPaintConfig has no field {key}")
+        setattr(target, field, yaml.safe_load(value))
+    if budget is not None:
+        cfg.fit.n_iter = budget
+    return cfg
+
+
+def run_method(name: str, budget: int | None, prior, op, y, samples: int, gen, overrides: list[str]):
+    """(samples (B, N, C, H, W), network evaluations per image, the settings used)."""
+    if name.startswith("vipaint"):
+        cfg = vipaint_config(name, budget, overrides)
+        lik = GaussianLikelihood(op, prior, cfg.likelihood.marginalize_denoiser, cfg.likelihood.cg_steps)
+        out = vipaint(prior, op, lik, y, samples, cfg, gen)
+        return out.samples, out.nfe, {"fit": dataclasses.asdict(cfg.fit), "refine": dataclasses.asdict(cfg.refine),
+                                      "n_eval_samples": cfg.n_eval_samples, "keypoints": list(cfg.keypoints)}
+    fn, cfg_cls = BASELINES[name]
+    cfg = cfg_cls()
+    if budget is not None:
+        setattr(cfg, "n_levels" if name == "repaint" else "n_steps", budget)
+    s, nfe_per_sample = fn(prior, op, y, samples, cfg, gen)
+    return s, nfe_per_sample * samples, dataclasses.asdict(cfg)
 
 
 def add_common_args(ap: argparse.ArgumentParser, out: str) -> None:
-    """Options every image benchmark shares: data, LPIPS weights, device, output path."""
-    ap.add_argument("--cifar-zip", default=None)
-    ap.add_argument("--lpips-backbone", default=os.environ.get("VIPAINT_LPIPS_BACKBONE_DIR"))
+    """Options every image benchmark shares: prior, data, LPIPS weights, device, output path."""
+    ap.add_argument("--prior", default="vipaint-mnist", help="shipped name, diffusers folder or hub id")
+    ap.add_argument("--data", choices=["mnist", "cifar10", "demo"], default="mnist")
+    ap.add_argument("--data-path", default=None, help="MNIST folder / CIFAR-10 zip (else $VIPAINT_MNIST_DIR / "
+                                                       "$VIPAINT_CIFAR10_ZIP)")
+    ap.add_argument("--n-images", type=int, default=100)
+    ap.add_argument("--lpips-backbone", default=None, help="LPIPS backbone folder (else $VIPAINT_LPIPS_BACKBONE_DIR)")
+    ap.add_argument("--lpips-net", default="alex", help="LPIPS network; 'none' skips LPIPS")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--out", default=out)
 
 
-def setup(args) -> tuple[torch.device, PixelPrior, torch.Tensor, list[str]]:
-    """(device, prior on it, the images at the prior's size, their names)."""
+def setup(args):
+    """(device, prior, images, labels or None, classify function or None)."""
     device = torch.device(args.device)
     prior = PixelPrior(args.prior).to(device)
-    x_all, names = load_images(args.n_images, prior.image_shape[-1], args.cifar_zip)
-    return device, prior, x_all, names
+    x, labels = load_images(args.data, args.n_images, prior.image_shape[-1], args.data_path)
+    classify = None
+    if labels is not None:
+        from bench.digit_classifier import load_or_train
+
+        clf, info = load_or_train(args.data_path)
+        print(f"digit classifier: clean test accuracy {info['test_accuracy']:.4f}", flush=True)
+        classify = lambda im: clf.classify(im.cpu())  # noqa: E731
+    return device, prior, x, labels, classify
 
 
-def run_method(method: str, prior, op, y, samples: int, steps: int | None, gen):
-    if method == "vipaint":
-        cfg = VIPaintConfig(fit=FitConfig(n_iter=steps if steps is not None else 50), refine=RefineConfig())
-        out = vipaint(prior, op, GaussianLikelihood(op, prior), y, samples, cfg, gen)
-        return out.samples, out.nfe
-    fn, cfg_cls = BASELINES[method]
-    cfg = cfg_cls()
-    if steps is not None:
-        field = "n_levels" if method == "repaint" else "n_steps"
-        setattr(cfg, field, max(2, steps))
-    s, nfe_per_sample = fn(prior, op, y, samples, cfg, gen)
-    return s, nfe_per_sample * samples
+def evaluate(args, device, prior, x_all, labels, classify, name: str, budget: int | None, mask: str) -> dict:
+    """One method on one mask over all images: mean scores, seconds and NFE per image."""
+    size = prior.image_shape[-1]
+    keep_all = masks_for(mask, len(x_all), size, args.seed)
+    scores, seconds, nfe, settings = [], 0.0, 0.0, None
+    for i in range(0, len(x_all), args.batch):
+        x, keep = x_all[i:i + args.batch].to(device), keep_all[i:i + args.batch].to(device)
+        op = Inpainting(keep, SIGMA_Y)
+        gen = torch.Generator().manual_seed(args.seed + i)
+        y = op.observe(x, gen)
+        t0 = time.perf_counter()
+        s, nfe_i, settings = run_method(name, budget, prior, op, y, args.samples, gen, args.vipaint_set)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        seconds += time.perf_counter() - t0
+        nfe += nfe_i * len(x)
+        lab = None if labels is None else labels[i:i + args.batch]
+        scores.append(score_inpainting(s.cpu(), x.cpu(), y.cpu(), keep.cpu(), classify, lab,
+                                       None if args.lpips_net == "none" else args.lpips_net, args.lpips_backbone))
+    merged = {k: torch.cat([sc[k] for sc in scores]) for k in scores[0]}
+    row = {"method": name, "budget": budget, "mask": mask, **{k: float(v.mean()) for k, v in merged.items()},
+           "seconds_per_image": seconds / len(x_all), "nfe_per_image": nfe / len(x_all), "settings": settings}
+    if "plausibility_mean" in merged:   # standard error over images, for "within noise" judgements
+        row["plausibility_mean_se"] = float(merged["plausibility_mean"].std() / len(x_all) ** 0.5)
+    return row
+
+
+COLUMNS = [("plausibility_mean", "plaus.", 3), ("plausibility_best", "plaus. best", 3), ("psnr_hole", "PSNR hole", 2),
+           ("ssim_hole", "SSIM hole", 3), ("lpips_mean", "LPIPS", 3), ("lpips_best", "LPIPS best", 3),
+           ("diversity_hole", "diversity", 3), ("consistency_rms", "obs. RMS", 4),
+           ("seconds_per_image", "s / image", 2), ("nfe_per_image", "NFE / image", 0)]
+
+
+def table(rows: list[dict]) -> str:
+    cols = [c for c in COLUMNS if any(c[0] in r for r in rows)]
+    lines = ["| method | budget | mask | " + " | ".join(c[1] for c in cols) + " |", "|" + "---|" * (3 + len(cols))]
+    for r in rows:
+        vals = [f"{r[k]:.{d}f}" if k in r else "-" for k, _, d in cols]
+        lines.append(f"| {r['method']} | {r['budget'] or 'default'} | {r['mask']} | " + " | ".join(vals) + " |")
+    return "\n".join(lines)
 
 
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--prior", default="tiny-random", help="diffusers folder or hub id of a pixel prior")
-    ap.add_argument("--methods", default="vipaint,dps,red_diff,repaint")
-    ap.add_argument("--masks", default=",".join(MASKS))
-    ap.add_argument("--n-images", type=int, default=4)
-    ap.add_argument("--batch", type=int, default=4, help="images per batch")
+    ap.add_argument("--methods", default="vipaint2,vipaint4,dps,red_diff,repaint")
+    ap.add_argument("--masks", default=None, help=f"comma-separated of {', '.join(MASKS)}, mix4 (default per data set)")
+    ap.add_argument("--batch", type=int, default=8, help="images fitted / sampled together")
     ap.add_argument("--samples", type=int, default=4)
-    ap.add_argument("--steps", type=int, default=None, help="override every method's step count (smoke runs)")
-    ap.add_argument("--equal-time", type=float, default=None, help="seconds per image for every method")
+    ap.add_argument("--vipaint-set", nargs="*", default=[], metavar="SECTION.FIELD=VALUE")
     ap.add_argument("--seed", type=int, default=0)
     add_common_args(ap, "bench/compare.json")
     args = ap.parse_args(argv)
-
-    device, prior, x_all, names = setup(args)
-    size = prior.image_shape[-1]
+    device, prior, x_all, labels, classify = setup(args)
     rows = []
-    for mask_kind in args.masks.split(","):
-        keep_all = masks_for(mask_kind, len(names), size, args.seed)
-        for method in args.methods.split(","):
-            steps = args.steps
-            if args.equal_time is not None:
-                steps = calibrate(method, prior, x_all[:1].to(device), keep_all[:1].to(device), args, device)
-            scores, seconds, nfes = [], 0.0, []
-            if device.type == "cuda":
-                torch.cuda.reset_peak_memory_stats()
-            for i in range(0, len(names), args.batch):
-                x, keep = x_all[i:i + args.batch].to(device), keep_all[i:i + args.batch].to(device)
-                op = Inpainting(keep, 0.05)
-                y = op.forward(x)
-                gen = torch.Generator().manual_seed(args.seed + i)
-                t0 = time.perf_counter()
-                s, nfe = run_method(method, prior, op, y, args.samples, steps, gen)
-                if device.type == "cuda":
-                    torch.cuda.synchronize()
-                seconds += time.perf_counter() - t0
-                nfes.append(nfe)
-                scores.append(score_samples(s.cpu(), x.cpu(), keep.cpu(), backbone_path=args.lpips_backbone))
-            merged = {k: torch.cat([sc[k] for sc in scores]).mean().item() for k in scores[0]}
-            row = {"method": method, "mask": mask_kind, "steps": steps, **merged,
-                   "seconds_per_image": seconds / len(names), "nfe_per_image": sum(nfes) / len(nfes),
-                   "peak_mem_mb": torch.cuda.max_memory_allocated() / 2**20 if device.type == "cuda" else None}
-            rows.append(row)
-            print(fmt(row), flush=True)
-    report = {"prior": args.prior, "device": str(device) if device.type == "cpu" else torch.cuda.get_device_name(),
-              "date": time.strftime("%Y-%m-%d"), "n_images": len(names), "samples": args.samples,
-              "command": " ".join(["python bench/compare.py", *(argv if argv is not None else sys.argv[1:])]), "rows": rows}
+    for mask in (args.masks or DEFAULT_MASKS[args.data]).split(","):
+        for spec in args.methods.split(","):
+            name, budget = parse_method(spec)
+            rows.append(evaluate(args, device, prior, x_all, labels, classify, name, budget, mask))
+            print(table(rows[-1:]).splitlines()[-1], flush=True)
+    report = {"prior": args.prior, "data": args.data, "n_images": len(x_all), "samples": args.samples,
+              "sigma_y": SIGMA_Y, "device": str(device) if device.type == "cpu" else torch.cuda.get_device_name(),
+              "threads": torch.get_num_threads(), "date": time.strftime("%Y-%m-%d"),
+              "command": " ".join(["python bench/compare.py", *(argv if argv is not None else sys.argv[1:])]),
+              "rows": rows}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(report, indent=2))
-    print("\n" + table(rows))
-    print(f"\nwrote {args.out}")
-
-
-def calibrate(method, prior, x, keep, args, device) -> int:
-    """Steps that fit args.equal_time seconds per image, from a timed run at a small step count."""
-    probe = 10
-    op = Inpainting(keep, 0.05)
-    t0 = time.perf_counter()
-    run_method(method, prior, op, op.forward(x), args.samples, probe, torch.Generator().manual_seed(0))
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    per_step = (time.perf_counter() - t0) / probe
-    return max(2, int(args.equal_time / per_step))
-
-
-def fmt(r: dict) -> str:
-    return (f"{r['method']:>9} {r['mask']:>13} lpips {r['lpips_mean']:.3f} best {r['lpips_best']:.3f} "
-            f"psnr {r['psnr_mean']:.2f} ssim {r['ssim_mean']:.3f} div {r.get('diversity', float('nan')):.3f} "
-            f"{r['seconds_per_image']:.2f} s/img nfe {r['nfe_per_image']:.0f}")
-
-
-def table(rows: list[dict]) -> str:
-    head = "| method | mask | steps | LPIPS mean | LPIPS best | PSNR | SSIM | diversity | s / image | NFE / image | peak MB |"
-    lines = [head, "|" + "---|" * 11]
-    for r in rows:
-        lines.append(f"| {r['method']} | {r['mask']} | {r['steps'] or 'default'} | {r['lpips_mean']:.3f} | "
-                     f"{r['lpips_best']:.3f} | {r['psnr_mean']:.2f} | {r['ssim_mean']:.3f} | "
-                     f"{r.get('diversity', float('nan')):.3f} | {r['seconds_per_image']:.2f} | "
-                     f"{r['nfe_per_image']:.0f} | {r['peak_mem_mb'] or '-'} |")
-    return "\n".join(lines)
+    Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
+    print("\n" + table(rows) + f"\n\nwrote {args.out}")
 
 
 if __name__ == "__main__":

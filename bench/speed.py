@@ -1,13 +1,15 @@
-"""Cost of VIPaint at real scale, per part, against DPS on the same network (random weights: the
-compute does not depend on them).
+"""Where VIPaint's time goes, per stage, against DPS on the same network.
 
+    python bench/speed.py --config mnist --images 1 8 32 --methods vipaint2             # CPU, the shipped prior
     python bench/speed.py --config pixel256 latent256 --images 1 4 --precision 32 bf16   # on a GPU
     python bench/speed.py --config tiny --images 1 2 --fit-steps 2 --refine-steps 2       # CPU smoke run
 
-Configs: ``pixel256`` = UNet2DModel with google/ddpm-ema-church-256's configuration (113.7 M params);
+Configs: ``mnist`` = the shipped MNIST prior (real weights) on the shipped demo digits with their masks
+(repeated to fill a batch); ``pixel256`` = UNet2DModel with google/ddpm-ema-church-256's configuration (113.7 M params);
 ``latent256`` = CompVis/ldm-celebahq-256's UNet (274 M) on 3×64×64 latents of a VQ-f4 autoencoder;
 ``tiny`` = a 16×16 toy for checking the script. Per row: fit seconds per image, refine seconds per
-sample, network evaluations (single-sample) per image, peak memory, images per hour; and two floors
+sample, seconds per image of each stage (init, fit, bound estimate, chain, refine) and the share of the
+time spent inside the network, network evaluations (single-sample) per image, peak memory, images per hour; and two floors
 beside the measured time: FLOPs (counted by torch's FlopCounterMode, ×3 for forward + backward) /
 measured matmul throughput, and weight bytes read per batched network call / measured memory
 bandwidth (a lower bound on traffic: activations come on top). Prints a table; writes JSON (--out).
@@ -47,6 +49,8 @@ TINY = dict(sample_size=16, block_out_channels=(16, 32), layers_per_block=1, nor
 def build(config: str, root: Path) -> str:
     from diffusers import DDPMScheduler, UNet2DModel, VQModel
 
+    if config == "mnist":
+        return "vipaint-mnist"
     torch.manual_seed(0)
     sched = DDPMScheduler(num_train_timesteps=1000, beta_schedule="linear")
     if config in ("pixel256", "tiny"):
@@ -92,13 +96,50 @@ def flops_per_pass(prior, batch: int, device) -> float:
     return 3.0 * fc.get_total_flops()
 
 
-def run(prior, images: int, args, device, method: str) -> dict:
+class NetworkTimer:
+    """Wraps ``prior.network_output`` to add up the wall time spent inside the network (synchronised)."""
+
+    def __init__(self, prior, device):
+        self.prior, self.device, self.seconds = prior, device, 0.0
+        self.inner = prior.network_output
+        prior.network_output = self
+
+    def __call__(self, z_t, t):
+        t0 = time.perf_counter()
+        out = self.inner(z_t, t)
+        if self.device.type == "cuda":
+            torch.cuda.synchronize()
+        self.seconds += time.perf_counter() - t0
+        return out
+
+    def remove(self):
+        del self.prior.network_output
+
+
+def demo_batch(images: int, device) -> tuple[torch.Tensor, torch.Tensor]:
+    """The shipped demo digits and masks, repeated to ``images``."""
+    from datamodules.demo import MnistDemoDataModule
+
+    dm = MnistDemoDataModule(batch_size=24)
+    dm.setup("predict")
+    batch = next(iter(dm.predict_dataloader()))
+    idx = torch.arange(images) % batch["x"].shape[0]
+    return batch["x"][idx].to(device), batch["keep_mask"][idx].to(device)
+
+
+def run(prior, images: int, args, device, method: str, real_digits: bool = False) -> dict:
     C, H, W = prior.image_shape
-    keep = torch.ones(images, 1, H, W, device=device)
-    keep[..., H // 4: 3 * H // 4, W // 4: 3 * W // 4] = 0
+    if real_digits:
+        x, keep = demo_batch(images, device)
+    else:
+        x = torch.rand(images, C, H, W, device=device) * 2 - 1
+        keep = torch.ones(images, 1, H, W, device=device)
+        keep[..., H // 4: 3 * H // 4, W // 4: 3 * W // 4] = 0
     op = Inpainting(keep, 0.05)
-    y = op.forward(torch.rand(images, C, H, W, device=device) * 2 - 1)
+    y = op.forward(x)
     gen = torch.Generator().manual_seed(0)
+    timer = NetworkTimer(prior, device)
+    stages: dict[str, float] = {}
     if device.type == "cuda":
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
@@ -109,23 +150,20 @@ def run(prior, images: int, args, device, method: str) -> dict:
     else:
         K = 2 if method == "vipaint2" else 4
         kp = (550, 400) if K == 2 else (550, 500, 450, 400)
-        cfg = VIPaintConfig(keypoints=kp, fit=FitConfig(n_iter=args.fit_steps, n_samples=args.fit_samples),
+        cfg = VIPaintConfig(keypoints=kp, n_eval_samples=args.eval_samples,
+                            fit=FitConfig(n_iter=args.fit_steps, n_samples=args.fit_samples),
                             refine=RefineConfig(n_steps=args.refine_steps))
-        stamps = {}
-
-        def mark(it):
-            if it == args.fit_steps - 1:
-                if device.type == "cuda":
-                    torch.cuda.synchronize()
-                stamps["fit"] = time.perf_counter()
-
-        out = vipaint(prior, op, GaussianLikelihood(op, prior), y, args.samples, cfg, gen, on_step=mark)
-        fit_s, nfe_img = (stamps.get("fit", t0) - t0) / images, out.nfe
+        out = vipaint(prior, op, GaussianLikelihood(op, prior, cg_steps=args.cg_steps), y, args.samples, cfg, gen,
+                      timings=stages)
+        fit_s, nfe_img = stages["fit"] / images, out.nfe
     if device.type == "cuda":
         torch.cuda.synchronize()
     total = time.perf_counter() - t0
-    refine_per_sample = (total - fit_s * images) / (images * args.samples)
+    timer.remove()
+    refine_per_sample = stages.get("refine", total - fit_s * images) / (images * args.samples)
     return {"seconds_per_image": total / images, "fit_seconds_per_image": fit_s, "refine_seconds_per_sample": refine_per_sample,
+            "stage_seconds_per_image": {k: v / images for k, v in stages.items()},
+            "network_share": timer.seconds / total,
             "nfe_per_image": nfe_img, "images_per_hour": 3600 * images / total,
             "peak_mem_gb": torch.cuda.max_memory_allocated() / 2**30 if device.type == "cuda" else None}
 
@@ -142,6 +180,8 @@ def main(argv=None) -> None:
     ap.add_argument("--fit-steps", type=int, default=50)
     ap.add_argument("--fit-samples", type=int, default=8)
     ap.add_argument("--refine-steps", type=int, default=50)
+    ap.add_argument("--eval-samples", type=int, default=16, help="Monte Carlo samples of the reported bound")
+    ap.add_argument("--cg-steps", type=int, default=0)
     ap.add_argument("--dps-steps", type=int, default=1000)
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--out", default="bench/speed.json")
@@ -154,17 +194,19 @@ def main(argv=None) -> None:
             path = build(config, Path(tmp) / config)
             for precision in args.precision:
                 kw = dict(local_files_only=True, precision=precision, channels_last=args.channels_last, compile=args.compile)
+                if config == "mnist":
+                    kw["local_files_only"] = False
                 prior = (LatentPrior(path, **kw) if config == "latent256" else PixelPrior(path, **kw)).to(device)
                 fl = flops_per_pass(prior, 1, device)
                 weight_bytes = sum(p.numel() * p.element_size() for p in prior.parameters())
                 rate = ceil["matmul_bf16_flops" if precision == "bf16" else "matmul_fp32_flops"]
                 for method in args.methods:
                     for images in args.images:
-                        r = run(prior, images, args, device, method)
+                        r = run(prior, images, args, device, method, real_digits=config == "mnist")
                         passes = r["nfe_per_image"]
                         K = {"vipaint2": 2, "vipaint4": 4}.get(method)
                         calls = args.dps_steps if K is None else \
-                            args.fit_steps * (K + 1) + (K + 1) + (K - 1) + args.refine_steps
+                            args.fit_steps * (K + 1) + (K + 1) * (args.eval_samples > 0) + (K - 1) + args.refine_steps
                         r.update(config=config, method=method, images=images, precision=precision,
                                  flop_floor_s=fl * passes / rate,
                                  # each batched call reads the weights at least once forward and twice backward
@@ -175,12 +217,15 @@ def main(argv=None) -> None:
     device_name = torch.cuda.get_device_name() if device.type == "cuda" else "cpu"
     Path(args.out).write_text(json.dumps({"device": device_name, "date": time.strftime("%Y-%m-%d"), "ceilings": ceil,
                                           "args": vars(args), "rows": rows}, indent=2))
-    print("| config | method | images | prec | s/img | fit s/img | refine s/sample | NFE/img | img/h | peak GB | FLOP floor s | TFLOP/s |")
-    print("|" + "---|" * 12)
+    print("| config | method | images | prec | s/img | init | fit | bound | chain | refine | in network | NFE/img | img/h "
+          "| peak GB | FLOP floor s | TFLOP/s |")
+    print("|" + "---|" * 16)
     for r in rows:
-        print(f"| {r['config']} | {r['method']} | {r['images']} | {r['precision']} | {r['seconds_per_image']:.2f} | "
-              f"{r['fit_seconds_per_image']:.2f} | {r['refine_seconds_per_sample']:.3f} | {r['nfe_per_image']} | "
-              f"{r['images_per_hour']:.0f} | {r['peak_mem_gb'] or '-'} | {r['flop_floor_s']:.2f} | {r['achieved_tflops']:.2f} |")
+        st = r["stage_seconds_per_image"]
+        parts = " | ".join(f"{st[k]:.3f}" if k in st else "-" for k in ("init", "fit", "bound", "chain", "refine"))
+        print(f"| {r['config']} | {r['method']} | {r['images']} | {r['precision']} | {r['seconds_per_image']:.3f} | "
+              f"{parts} | {100 * r['network_share']:.0f}% | {r['nfe_per_image']} | "
+              f"{r['images_per_hour']:.0f} | {r['peak_mem_gb'] or '-'} | {r['flop_floor_s']:.3f} | {r['achieved_tflops']:.3f} |")
 
 
 if __name__ == "__main__":

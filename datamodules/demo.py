@@ -7,12 +7,19 @@ use, which fails offline, so they are deliberately left out.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import torch
 
 from .base import ImageMaskDataModule, ImageMaskDataset, ImageSource
+from .folder import FolderDataModule
 
-__all__ = ["DEMO_IMAGES", "DEFAULT_DEMO_IMAGES", "SkimageSource", "DemoDataModule", "load_skimage"]
+__all__ = ["DEMO_IMAGES", "DEFAULT_DEMO_IMAGES", "MNIST_DEMO_DIR", "SkimageSource", "DemoDataModule",
+           "MnistDemoDataModule", "load_skimage"]
+
+# The demo digits shipped in the repository (demo/mnist/README.md: provenance and CC BY-SA 3.0 licence).
+MNIST_DEMO_DIR = Path(__file__).resolve().parents[1] / "demo" / "mnist"
 
 # name -> loader; the colour photos come first and are the default set.
 DEFAULT_DEMO_IMAGES: tuple[str, ...] = (
@@ -111,3 +118,16 @@ class DemoDataModule(ImageMaskDataModule):
             image_size=self.image_size,
             channels=3,
         )
+
+
+class MnistDemoDataModule(FolderDataModule):
+    """The 24 held-out MNIST test digits shipped in ``demo/mnist`` with their masks (half, box, strokes):
+    the input of the default ``python infer.py``. No download, no configuration.
+
+    Args:
+        limit: use only the first ``limit`` digits. batch_size, num_workers: loading.
+    """
+
+    def __init__(self, limit: int | None = None, batch_size: int = 24, num_workers: int = 0) -> None:
+        super().__init__(image_dir=str(MNIST_DEMO_DIR / "images"), mask_dir=str(MNIST_DEMO_DIR / "masks"),
+                         image_size=28, channels=1, limit=limit, batch_size=batch_size, num_workers=num_workers)

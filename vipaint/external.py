@@ -8,8 +8,10 @@
   ``scaling_factor`` inside ``encode``/``decode``, so the math sees unit-scale latents; ``decode`` is
   differentiable (the likelihood is always computed on pixels).
 
-``pretrained`` is a local folder or a hub id. ``"tiny-random"`` builds (once) and loads a tiny randomly
-initialised UNet saved with ``save_pretrained`` — a placeholder that produces noise, for smoke tests.
+``pretrained`` is a local folder, a hub id, or the name of a prior shipped in this repository
+(``SHIPPED_PRIORS``: ``"vipaint-mnist"``, the default, trained here by ``python train.py``; its card is
+``weights/mnist-ddpm/README.md``). ``"tiny-random"`` builds (once) and loads a tiny randomly initialised
+UNet — a placeholder that produces noise, for tests only.
 """
 from __future__ import annotations
 
@@ -24,10 +26,15 @@ from torch import Tensor
 from .prior import Prior
 from .schedule import NoiseSchedule
 
-__all__ = ["PixelPrior", "LatentPrior", "PriorLoadError", "tiny_random_unet", "TINY_RANDOM"]
+__all__ = ["PixelPrior", "LatentPrior", "PriorLoadError", "tiny_random_unet", "TINY_RANDOM", "SHIPPED_PRIORS",
+           "DEFAULT_PRIOR"]
 
 log = logging.getLogger(__name__)
 TINY_RANDOM = "tiny-random"
+_WEIGHTS = Path(__file__).resolve().parents[1] / "weights"
+# Priors trained by this project and shipped in the repository, by name (a name wins over a folder of that name).
+SHIPPED_PRIORS: dict[str, Path] = {"vipaint-mnist": _WEIGHTS / "mnist-ddpm"}
+DEFAULT_PRIOR = "vipaint-mnist"
 
 
 class PriorLoadError(RuntimeError):
@@ -88,6 +95,12 @@ def tiny_random_unet(path: str | os.PathLike, image_size: int = 32, channels: in
 
 
 def _resolve(pretrained: str) -> str:
+    if pretrained in SHIPPED_PRIORS:
+        path = SHIPPED_PRIORS[pretrained]
+        if not (path / "config.json").is_file():
+            raise PriorLoadError(f"the shipped prior '{pretrained}' is missing from {path}: the repository checkout is "
+                                 "incomplete (its weights are tracked in git)")
+        return str(path)
     if pretrained != TINY_RANDOM:
         return pretrained
     cache = Path(os.environ.get("VIPAINT_CACHE", Path.home() / ".cache" / "vipaint"))
@@ -119,7 +132,8 @@ class PixelPrior(_DiffusersPrior):
     """A diffusers ``UNet2DModel`` on pixels.
 
     Args:
-        pretrained: local folder or hub id (``google/ddpm-ema-church-256``), or "tiny-random".
+        pretrained: a shipped prior's name (default "vipaint-mnist"), a local folder or a hub id
+            (``google/ddpm-ema-church-256``), or "tiny-random" (tests only).
         local_files_only: never touch the network (diffusers' flag).
         data_std: assumed std of clean pixels in [-1, 1] units, for r_t² (``Prior.denoiser_variance``).
         precision: "32" or "bf16" (autocast of the network only; see ``Prior.precision``).
@@ -127,7 +141,7 @@ class PixelPrior(_DiffusersPrior):
         compile: ``torch.compile`` the network call (pays off for long runs; compiling takes minutes).
     """
 
-    def __init__(self, pretrained: str = TINY_RANDOM, local_files_only: bool = False, data_std: float = 0.5,
+    def __init__(self, pretrained: str = DEFAULT_PRIOR, local_files_only: bool = False, data_std: float = 0.5,
                  precision: str = "32", channels_last: bool = False, compile: bool = False):
         from diffusers import UNet2DModel
 

@@ -9,6 +9,10 @@ Layout, one directory per image under ``output_dir``::
     <name>/observation.png                          the observation y (missing pixels grey)
     <name>/result.json                              bound terms, status, meta, file list
 
+At the end of a run, rank 0 also writes ``overview.png``: one row per complete image (up to
+``OVERVIEW_MAX`` rows, sorted by name) — observation | composites (or samples) | mean | std — so a person
+can judge a whole run at a glance.
+
 ``result.json`` is written last, atomically, and is the completion marker: an image counts as
 done only if its result.json parses, says ``"status": "ok"`` and every file it lists exists
 (:meth:`VIPaintWriter.is_complete`). A crash mid-image, or a fit that failed, therefore leaves
@@ -32,7 +36,7 @@ from lightning.pytorch.callbacks import BasePredictionWriter
 
 from vipaint.outputs import atomic_save_json, atomic_save_png
 
-__all__ = ["VIPaintWriter", "completed_names", "RESULT_FILE", "STD_SCALE"]
+__all__ = ["VIPaintWriter", "completed_names", "write_overview", "RESULT_FILE", "STD_SCALE", "OVERVIEW_MAX"]
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +49,7 @@ SKIPPED = "skipped"
 # std of 1.0 is half the dynamic range -- already a completely uncertain pixel -- so it is
 # shown white; std 0 (e.g. an observed pixel) is black. The value is recorded in result.json.
 STD_SCALE = 1.0
+OVERVIEW_MAX = 64
 
 _REQUIRED_KEYS = ("names", "samples", "mean", "std", "y", "keep_mask", "bound", "status", "meta")
 # Keys the writer owns in result.json; a meta entry with the same name is kept as "meta_<key>".
@@ -153,6 +158,19 @@ class VIPaintWriter(BasePredictionWriter):
     def write_on_epoch_end(self, trainer: Any, pl_module: Any, predictions: Any, batch_indices: Any) -> None:
         # Unused: write_interval is always "batch" (see __init__).
         return None
+
+    def _overview(self, trainer: Any) -> None:
+        trainer.strategy.barrier()          # every rank's images are on disk before rank 0 reads them
+        if trainer.is_global_zero:
+            path = write_overview(self.output_dir)
+            if path is not None:
+                log.info("VIPaintWriter: overview of the run in %s", path)
+
+    def on_predict_epoch_end(self, trainer: Any, pl_module: Any) -> None:
+        self._overview(trainer)
+
+    def on_test_epoch_end(self, trainer: Any, pl_module: Any) -> None:
+        self._overview(trainer)
 
     # ------------------------------------------------------------------ writing
     def write_prediction(self, prediction: Mapping[str, Any]) -> dict[str, str]:
@@ -280,3 +298,40 @@ def completed_names(output_dir: str | os.PathLike) -> set[str]:
         if entry.is_dir() and VIPaintWriter.is_complete(root, entry.name):
             done.add(entry.name)
     return done
+
+
+def write_overview(output_dir: str | os.PathLike, max_rows: int = OVERVIEW_MAX) -> Path | None:
+    """``output_dir/overview.png`` from the complete images' PNGs (see the module docstring); None if none."""
+    import numpy as np
+    from PIL import Image
+
+    from vipaint.outputs import atomic_write_bytes
+
+    root = Path(output_dir)
+    names = sorted(completed_names(root))[:max_rows]
+    if not names:
+        return None
+    rows = []
+    for name in names:
+        files = json.loads((root / name / RESULT_FILE).read_text(encoding="utf-8"))["files"]
+        shown = [f for f in files if f.startswith("composite_")] or [f for f in files if f.startswith("sample_")]
+        row = [Image.open(root / name / f).convert("RGB") for f in ["observation.png", *shown, "mean.png", "std.png"]]
+        rows.append(row)
+    w, h = rows[0][0].size
+    cols = max(len(r) for r in rows)
+    pad = 2
+    sheet = np.full(((h + pad) * len(rows) + pad, (w + pad) * cols + pad, 3), 255, dtype=np.uint8)
+    for i, row in enumerate(rows):
+        for j, im in enumerate(row):
+            if im.size == (w, h):
+                sheet[pad + i * (h + pad): pad + i * (h + pad) + h, pad + j * (w + pad): pad + j * (w + pad) + w] = \
+                    np.asarray(im)
+    scale = max(1, 64 // h)          # small digits are hard to see at 1:1
+    img = Image.fromarray(sheet).resize((sheet.shape[1] * scale, sheet.shape[0] * scale), Image.NEAREST)
+    import io
+
+    buf = io.BytesIO()
+    img.save(buf, format="PNG")
+    path = root / "overview.png"
+    atomic_write_bytes(path, buf.getvalue())
+    return path

@@ -1,0 +1,97 @@
+"""The benchmarks' one scoring function for inpainting samples: every method is scored by ``score_inpainting``.
+
+Inputs: ``samples`` (B, N, C, H, W) raw samples in [-1, 1], ground truth ``x`` (B, C, H, W), observation
+``y`` (B, C, H, W, the observed pixels of x plus noise), ``keep_mask`` (B, 1, H, W), 1 = observed.
+Every score is per image, (B,):
+
+=====================  =================================================================================
+``plausibility_mean``  fraction of the N composited samples that ``classify`` labels as ``labels``
+                       (a digit classifier for MNIST: "is the completion the right digit?")
+``plausibility_best``  1 if any of the N samples is labelled correctly (best-of-N)
+``psnr_hole``          PSNR (data range 2) over the missing pixels only, mean over samples
+``ssim_hole``          SSIM map of the composited sample (gaussian 11x11, σ 1.5, reflect-padded) averaged
+                       over the missing pixels, mean over samples
+``lpips_mean/_best``   LPIPS of the composited samples to x, mean / min over samples; images smaller than
+                       64 px are upsampled (bilinear) to 64 and grey is replicated to 3 channels first
+                       (LPIPS backbones pool by 16-32x: 28x28 would leave nothing in the deep layers)
+``diversity_hole``     mean pairwise RMS distance between the N samples over the missing pixels
+``consistency_rms``    RMS of (raw sample - y) over the observed pixels, mean over samples: how tightly
+                       the sample itself, before compositing, agrees with what was observed
+=====================  =================================================================================
+"""
+from __future__ import annotations
+
+import os
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from .metrics import SSIM_KERNEL_SIZE, SSIM_SIGMA, composite, lpips_distance
+
+__all__ = ["score_inpainting", "lpips_ready", "LPIPS_MIN_SIZE"]
+
+LPIPS_MIN_SIZE = 64
+
+
+def lpips_ready(x: Tensor) -> Tensor:
+    """(M, C, H, W) -> 3 channels, at least ``LPIPS_MIN_SIZE`` pixels on the short side (bilinear)."""
+    if x.shape[1] == 1:
+        x = x.expand(-1, 3, -1, -1)
+    short = min(x.shape[-2:])
+    if short < LPIPS_MIN_SIZE:
+        size = [round(s * LPIPS_MIN_SIZE / short) for s in x.shape[-2:]]
+        x = F.interpolate(x, size=size, mode="bilinear", align_corners=False)
+    return x
+
+
+def _ssim_map(a: Tensor, b: Tensor) -> Tensor:
+    from torchmetrics.functional.image import structural_similarity_index_measure
+
+    _, full = structural_similarity_index_measure(((a + 1) / 2).float(), ((b + 1) / 2).float(), gaussian_kernel=True,
+                                                  sigma=SSIM_SIGMA, kernel_size=SSIM_KERNEL_SIZE, data_range=1.0,
+                                                  reduction="none", return_full_image=True)
+    return full
+
+
+@torch.no_grad()
+def score_inpainting(samples: Tensor, x: Tensor, y: Tensor, keep_mask: Tensor,
+                     classify: Callable[[Tensor], Tensor] | None = None, labels: Tensor | None = None,
+                     lpips_net: str | None = "alex", lpips_backbone: str | os.PathLike | None = None) -> dict[str, Tensor]:
+    """Score N samples per image (module docstring); ``classify`` maps (M, C, H, W) images to (M,) labels.
+    ``lpips_net=None`` skips LPIPS."""
+    if samples.dim() != 5 or samples.shape[0] != x.shape[0] or samples.shape[2:] != x.shape[1:]:
+        raise ValueError(f"samples must be (B, N, C, H, W) matching x {tuple(x.shape)}, got {tuple(samples.shape)}")
+    B, N = samples.shape[:2]
+    samples, x, y, keep = samples.float(), x.float(), y.float(), keep_mask.float()
+    comp = composite(samples, x, keep)                               # (B, N, C, H, W)
+    hole = (1 - keep).unsqueeze(1).expand_as(samples)                # (B, N, C, H, W)
+    obs = 1 - hole
+    n_hole = hole.flatten(2).sum(2).clamp_min(1)                     # (B, N)
+    n_obs = obs.flatten(2).sum(2).clamp_min(1)
+    se = (samples - x.unsqueeze(1)) ** 2
+    mse_hole = (se * hole).flatten(2).sum(2) / n_hole
+    out = {"psnr_hole": (10 * torch.log10(4.0 / mse_hole.clamp_min(1e-10))).mean(1)}
+    flat = comp.reshape(B * N, *comp.shape[2:])
+    refs = x.unsqueeze(1).expand_as(comp).reshape(B * N, *x.shape[1:])
+    smap = _ssim_map(flat, refs).reshape(B, N, *x.shape[1:])
+    out["ssim_hole"] = ((smap * hole).flatten(2).sum(2) / n_hole).mean(1)
+    consistency = ((samples - y.unsqueeze(1)) ** 2 * obs).flatten(2).sum(2) / n_obs
+    out["consistency_rms"] = consistency.sqrt().mean(1)
+    if N >= 2:
+        i, j = torch.triu_indices(N, N, offset=1)
+        d2 = ((samples[:, i] - samples[:, j]) ** 2 * hole[:, i]).flatten(2).sum(2) / n_hole[:, i]
+        out["diversity_hole"] = d2.sqrt().mean(1)
+    if classify is not None:
+        if labels is None:
+            raise ValueError("plausibility needs the true labels")
+        pred = classify(flat).reshape(B, N)
+        correct = (pred == labels.to(pred.device).reshape(B, 1)).float()
+        out["plausibility_mean"] = correct.mean(1)
+        out["plausibility_best"] = correct.max(1).values
+    if lpips_net is not None:
+        lp = lpips_distance(lpips_ready(flat), lpips_ready(refs), net=lpips_net, backbone_path=lpips_backbone)
+        lp = lp.reshape(B, N)
+        out["lpips_mean"], out["lpips_best"] = lp.mean(1), lp.min(1).values
+    return out
