@@ -1,6 +1,6 @@
 """VIPaint inference: ``python infer.py`` runs the default config; ``python infer.py --help`` lists every option.
 
-    python infer.py                                   # demo photos, default prior (configs/infer_default.yaml)
+    python infer.py                                   # MNIST demo digits, shipped prior (configs/infer_default.yaml)
     python infer.py --config configs/infer_folder.yaml --data.init_args.root my_images
     python infer.py --mode test ...                   # also scores the samples against the ground truth
     python infer.py --trainer.devices 2 --trainer.strategy ddp   # images split across processes
