@@ -80,9 +80,11 @@ class Operator:
         extra = torch.as_tensor(extra_var, dtype=ax.dtype, device=ax.device)
         if extra.ndim == 1:
             extra = extra.reshape(-1, *([1] * (ax.ndim - 1)))
-        var = self.sigma_y**2 + extra * self.row_norm2
-        if bool(torch.as_tensor(var).min() <= 0):
+        # Checked on the host, without reading extra_var back from the device (a synchronisation per call):
+        # a tensor extra_var is r_t² > 0 by construction, so only σ_y = 0 with a zero number can be degenerate.
+        if self.sigma_y <= 0 and not (torch.is_tensor(extra_var) or extra_var > 0):
             raise ValueError("the likelihood variance is zero: set sigma_y > 0 or pass extra_var > 0")
+        var = self.sigma_y**2 + extra * self.row_norm2
         w = self.valid(y).expand_as(y)
         ll = -0.5 * ((y - ax) ** 2 / var + torch.log(2 * math.pi * var * torch.ones_like(ax)))
         return (w * ll).flatten(1).sum(1)

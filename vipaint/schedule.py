@@ -60,6 +60,7 @@ class NoiseSchedule:
         if not bool((ab[1:] <= ab[:-1]).all()):
             raise ValueError("alphas_cumprod must be non-increasing in t")
         self.alphas_cumprod = ab
+        self._on_device: dict[torch.device, Tensor] = {}   # copies per device: no transfer per call
 
     @property
     def T(self) -> int:
@@ -69,14 +70,18 @@ class NoiseSchedule:
         t = torch.as_tensor(t)
         if t.is_floating_point():
             raise TypeError("t must be an integer timestep index; use t_for_alpha_bar() for continuous levels")
-        if bool(((t < 0) | (t >= self.T)).any()):
+        # Range-checked on the host only: checking an accelerator tensor would synchronise the device on every
+        # call inside the fit and refinement loops (out-of-range indices still fail there, in the indexing).
+        if t.device.type == "cpu" and bool(((t < 0) | (t >= self.T)).any()):
             raise ValueError(f"timestep out of range [0, {self.T - 1}]: {t.tolist()}")
         return t.long()
 
     def alpha_bar(self, t: Tensor | int) -> Tensor:
         """ᾱ_t in float64, same shape as ``t``."""
         t = self._check_t(t)
-        return self.alphas_cumprod.to(t.device)[t]
+        if t.device not in self._on_device:
+            self._on_device[t.device] = self.alphas_cumprod.to(t.device)
+        return self._on_device[t.device][t]
 
     def alpha(self, t: Tensor | int) -> Tensor:
         return self.alpha_bar(t).sqrt()
