@@ -119,6 +119,7 @@ def add_common_args(ap: argparse.ArgumentParser, out: str) -> None:
     ap.add_argument("--n-images", type=int, default=100)
     ap.add_argument("--lpips-backbone", default=None, help="LPIPS backbone folder (else $VIPAINT_LPIPS_BACKBONE_DIR)")
     ap.add_argument("--lpips-net", default="alex", help="LPIPS network; 'none' skips LPIPS")
+    ap.add_argument("--precision", choices=["32", "bf16"], default="32", help="network precision (autocast)")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--out", default=out)
 
@@ -126,7 +127,7 @@ def add_common_args(ap: argparse.ArgumentParser, out: str) -> None:
 def setup(args):
     """(device, prior, images, labels or None, classify function or None)."""
     device = torch.device(args.device)
-    prior = PixelPrior(args.prior).to(device)
+    prior = PixelPrior(args.prior, precision=args.precision).to(device)
     x, labels = load_images(args.data, args.n_images, prior.image_shape[-1], args.data_path)
     classify = None
     if labels is not None:
@@ -197,7 +198,8 @@ def main(argv=None) -> None:
             name, budget = parse_method(spec)
             rows.append(evaluate(args, device, prior, x_all, labels, classify, name, budget, mask))
             print(table(rows[-1:]).splitlines()[-1], flush=True)
-    report = {"prior": args.prior, "data": args.data, "n_images": len(x_all), "samples": args.samples,
+    report = {"prior": args.prior, "precision": args.precision, "data": args.data, "n_images": len(x_all),
+              "samples": args.samples,
               "sigma_y": SIGMA_Y, "device": str(device) if device.type == "cpu" else torch.cuda.get_device_name(),
               "threads": torch.get_num_threads(), "date": time.strftime("%Y-%m-%d"),
               "command": " ".join(["python bench/compare.py", *(argv if argv is not None else sys.argv[1:])]),

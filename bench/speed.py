@@ -9,7 +9,7 @@ Configs: ``mnist`` = the shipped MNIST prior (real weights) on the shipped demo 
 ``latent256`` = CompVis/ldm-celebahq-256's UNet (274 M) on 3×64×64 latents of a VQ-f4 autoencoder;
 ``tiny`` = a 16×16 toy for checking the script. Per row: fit seconds per image, refine seconds per
 sample, seconds per image of each stage (init, fit, bound estimate, chain, refine) and the share of the
-time spent inside the network, network evaluations (single-sample) per image, peak memory, images per hour; and two floors
+time spent inside the network (forward + backward), network evaluations (single-sample) per image, peak memory, images per hour; and two floors
 beside the measured time: FLOPs (counted by torch's FlopCounterMode, ×3 for forward + backward) /
 measured matmul throughput, and weight bytes read per batched network call / measured memory
 bandwidth (a lower bound on traffic: activations come on top). Prints a table; writes JSON (--out).
@@ -97,23 +97,31 @@ def flops_per_pass(prior, batch: int, device) -> float:
 
 
 class NetworkTimer:
-    """Wraps ``prior.network_output`` to add up the wall time spent inside the network (synchronised)."""
+    """Adds up the wall time of network forwards (wrapping ``prior.network_output``) and of backward passes
+    (wrapping ``torch.autograd.backward`` / ``grad``: their time is the network's backward, the rest of the
+    graph being element-wise arithmetic on a few tensors), synchronised on a GPU."""
 
     def __init__(self, prior, device):
-        self.prior, self.device, self.seconds = prior, device, 0.0
+        self.prior, self.device, self.forward, self.backward = prior, device, 0.0, 0.0
         self.inner = prior.network_output
-        prior.network_output = self
+        prior.network_output = self._timed(self.inner, "forward")
+        self.saved = torch.autograd.backward, torch.autograd.grad
+        torch.autograd.backward = self._timed(self.saved[0], "backward")
+        torch.autograd.grad = self._timed(self.saved[1], "backward")
 
-    def __call__(self, z_t, t):
-        t0 = time.perf_counter()
-        out = self.inner(z_t, t)
-        if self.device.type == "cuda":
-            torch.cuda.synchronize()
-        self.seconds += time.perf_counter() - t0
-        return out
+    def _timed(self, fn, kind: str):
+        def wrapper(*a, **k):
+            t0 = time.perf_counter()
+            out = fn(*a, **k)
+            if self.device.type == "cuda":
+                torch.cuda.synchronize()
+            setattr(self, kind, getattr(self, kind) + time.perf_counter() - t0)
+            return out
+        return wrapper
 
     def remove(self):
         del self.prior.network_output
+        torch.autograd.backward, torch.autograd.grad = self.saved
 
 
 def demo_batch(images: int, device) -> tuple[torch.Tensor, torch.Tensor]:
@@ -163,7 +171,8 @@ def run(prior, images: int, args, device, method: str, real_digits: bool = False
     refine_per_sample = stages.get("refine", total - fit_s * images) / (images * args.samples)
     return {"seconds_per_image": total / images, "fit_seconds_per_image": fit_s, "refine_seconds_per_sample": refine_per_sample,
             "stage_seconds_per_image": {k: v / images for k, v in stages.items()},
-            "network_share": timer.seconds / total,
+            "network_share": (timer.forward + timer.backward) / total,
+            "forward_share": timer.forward / total, "backward_share": timer.backward / total,
             "nfe_per_image": nfe_img, "images_per_hour": 3600 * images / total,
             "peak_mem_gb": torch.cuda.max_memory_allocated() / 2**30 if device.type == "cuda" else None}
 

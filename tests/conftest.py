@@ -63,3 +63,40 @@ def lpips_dir() -> Path:
 @pytest.fixture(scope="session")
 def cifar10_zip() -> Path:
     return _resource("cifar10")
+
+
+def _write_idx(path, array, compress: bool = False) -> None:
+    """An IDX file (the MNIST format: magic, dims, big-endian sizes, then bytes), gzipped if asked."""
+    import gzip
+    import struct
+
+    import numpy as np
+
+    header = bytes([0, 0, 0x08, array.ndim]) + struct.pack(f">{array.ndim}I", *array.shape)
+    raw = header + np.asarray(array).astype(np.uint8).tobytes()
+    path.write_bytes(gzip.compress(raw) if compress else raw)
+
+
+@pytest.fixture
+def write_idx():
+    return _write_idx
+
+
+@pytest.fixture
+def fake_mnist():
+    """Builds a folder of random digits in the four MNIST IDX files: ``fake_mnist(folder, n_train, n_test)``."""
+    import numpy as np
+
+    from datamodules.mnist import IDX_FILES
+
+    def build(folder, n_train: int = 1200, n_test: int = 30, compress: bool = True):
+        folder.mkdir(parents=True, exist_ok=True)
+        rng = np.random.default_rng(0)
+        for split, n in (("train", n_train), ("test", n_test)):
+            suffix = ".gz" if compress else ""
+            img_name, lab_name = IDX_FILES[split]
+            _write_idx(folder / (img_name + suffix), rng.integers(0, 256, (n, 28, 28), dtype=np.uint8), compress)
+            _write_idx(folder / (lab_name + suffix), rng.integers(0, 10, (n,), dtype=np.uint8), compress)
+        return folder
+
+    return build

@@ -2,9 +2,6 @@
 splits, and (where the real files are at hand) the official release's shape and checksum-level facts."""
 from __future__ import annotations
 
-import gzip
-import struct
-
 import numpy as np
 import pytest
 import torch
@@ -13,33 +10,15 @@ from datamodules.mnist import IDX_FILES, MnistDataModule, load_mnist, read_idx
 from vipaint import resources
 
 
-def write_idx(path, array: np.ndarray, compress: bool = False) -> None:
-    header = bytes([0, 0, 0x08, array.ndim]) + struct.pack(f">{array.ndim}I", *array.shape)
-    raw = header + array.astype(np.uint8).tobytes()
-    path.write_bytes(gzip.compress(raw) if compress else raw)
-
-
-def fake_mnist(folder, n_train=1200, n_test=30, compress=True):
-    rng = np.random.default_rng(0)
-    for split, n in (("train", n_train), ("test", n_test)):
-        images = rng.integers(0, 256, (n, 28, 28), dtype=np.uint8)
-        labels = rng.integers(0, 10, (n,), dtype=np.uint8)
-        img_name, lab_name = IDX_FILES[split]
-        suffix = ".gz" if compress else ""
-        write_idx(folder / (img_name + suffix), images, compress)
-        write_idx(folder / (lab_name + suffix), labels, compress)
-    return folder
-
-
 @pytest.mark.parametrize("compress", [False, True])
-def test_read_idx_round_trip(tmp_path, compress):
+def test_read_idx_round_trip(tmp_path, compress, write_idx):
     a = np.arange(2 * 3 * 4, dtype=np.uint8).reshape(2, 3, 4)
     write_idx(tmp_path / "a.idx.gz" if compress else tmp_path / "a.idx", a, compress)
     b = read_idx(tmp_path / ("a.idx.gz" if compress else "a.idx"))
     assert b.shape == (2, 3, 4) and (a == b).all()
 
 
-def test_truncated_idx_names_the_file(tmp_path):
+def test_truncated_idx_names_the_file(tmp_path, fake_mnist):
     folder = fake_mnist(tmp_path, compress=False)
     f = folder / IDX_FILES["test"][0]
     f.write_bytes(f.read_bytes()[:-100])
@@ -47,7 +26,7 @@ def test_truncated_idx_names_the_file(tmp_path):
         load_mnist(folder, "test")
 
 
-def test_corrupt_and_missing_files_are_named(tmp_path):
+def test_corrupt_and_missing_files_are_named(tmp_path, fake_mnist):
     folder = fake_mnist(tmp_path)
     bad = folder / (IDX_FILES["train"][1] + ".gz")
     bad.write_bytes(b"not gzip at all")
@@ -67,7 +46,7 @@ def test_no_folder_names_option_and_variable(monkeypatch):
         load_mnist(None, "test")
 
 
-def test_pixels_map_to_unit_range(tmp_path):
+def test_pixels_map_to_unit_range(tmp_path, fake_mnist):
     folder = fake_mnist(tmp_path)
     x, labels = load_mnist(folder, "test")
     raw = read_idx(folder / (IDX_FILES["test"][0] + ".gz"))
@@ -75,7 +54,7 @@ def test_pixels_map_to_unit_range(tmp_path):
     assert torch.allclose(x[:, 0], torch.from_numpy(raw.copy()).float() / 127.5 - 1)
 
 
-def test_datamodule_splits_keep_test_and_validation_out_of_training(tmp_path):
+def test_datamodule_splits_keep_test_and_validation_out_of_training(tmp_path, fake_mnist):
     folder = fake_mnist(tmp_path, n_train=1200)
     dm = MnistDataModule(root=str(folder), val_holdout=200, val_limit=50, limit=7, batch_size=4)
     dm.setup("predict")

@@ -102,12 +102,18 @@ class PriorTrainingModule(pl.LightningModule):
         self.log("train/loss", loss, prog_bar=True)
         return loss
 
-    def on_train_batch_end(self, outputs, batch, batch_idx) -> None:
+    def optimizer_step(self, *args, **kwargs) -> None:
+        super().optimizer_step(*args, **kwargs)
+        # Here, not in on_train_batch_end: callbacks (the checkpoint) run before the module's batch-end hook,
+        # so a checkpoint would hold an EMA one update behind its weights, and a resumed run would lose it.
+        self.update_ema()
+
+    @torch.no_grad()
+    def update_ema(self) -> None:
         n = float(self.ema_updates)
         decay = min(self.hparams.ema_decay, (1 + n) / (10 + n))
-        with torch.no_grad():
-            for e, p in zip(self.ema.parameters(), self.unet.parameters()):
-                e.lerp_(p, 1 - decay)
+        for e, p in zip(self.ema.parameters(), self.unet.parameters()):
+            e.lerp_(p, 1 - decay)
         self.ema_updates += 1
 
     def validation_step(self, batch, batch_idx):

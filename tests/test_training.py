@@ -1,0 +1,84 @@
+"""Training the prior with ``python train.py``: the t sampler, the EMA, export, and resuming a run.
+
+Runs a tiny UNet on a fake MNIST folder (IDX files written by the test) for a few steps on the CPU.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from vipaint.training import PriorTrainingModule, sample_timesteps
+
+ROOT_CONFIG = "configs/prior_mnist.yaml"
+TINY = ["--model.init_args.block_out_channels", "[8, 16, 16]", "--model.init_args.sample_every_val", "4",
+        "--data.init_args.batch_size", "8", "--data.init_args.val_holdout", "16", "--data.init_args.val_limit", "8",
+        "--trainer.val_check_interval", "2", "--trainer.enable_progress_bar", "false",
+        "--trainer.enable_model_summary", "false", "--trainer.precision", "32"]
+
+
+def test_high_t_fraction_moves_the_share_of_t():
+    g = torch.Generator().manual_seed(0)
+    t = sample_timesteps(100_000, 1000, 0.3, 400, generator=g)
+    assert int(t.min()) >= 0 and int(t.max()) <= 999
+    # 30% uniform on [400, 1000) + 70% uniform on [0, 1000): P(t >= 400) = 0.3 + 0.7 * 0.6 = 0.72
+    assert abs(float((t >= 400).float().mean()) - 0.72) < 0.01
+    t = sample_timesteps(100_000, 1000, 0.0, 400, generator=g)
+    assert abs(float((t >= 400).float().mean()) - 0.6) < 0.01
+
+
+def test_ema_follows_weights_with_warmup():
+    m = PriorTrainingModule(image_size=8, channels=1, block_out_channels=[8, 8], layers_per_block=1,
+                            attention_levels=[], ema_decay=0.999)
+    with torch.no_grad():
+        for p in m.unet.parameters():
+            p.add_(1.0)
+    before = [e.clone() for e in m.ema.parameters()]
+    m.update_ema()
+    # First update: decay = min(0.999, 1/10) = 0.1, so the EMA moves 90% of the way to the weights.
+    for e, b, p in zip(m.ema.parameters(), before, m.unet.parameters()):
+        torch.testing.assert_close(e, 0.1 * b + 0.9 * p)
+    assert int(m.ema_updates) == 1
+
+
+def test_train_export_and_resume(tmp_path, monkeypatch, fake_mnist):
+    import train
+    import yaml
+
+    folder = fake_mnist(tmp_path / "mnist", n_train=64, n_test=8)
+    monkeypatch.setenv("VIPAINT_MNIST_DIR", str(folder))
+    monkeypatch.chdir(tmp_path)                       # runs/ and the export are written here
+    # The shipped config, with a checkpoint every step instead of every 500.
+    cfg = yaml.safe_load((Path(__file__).resolve().parents[1] / ROOT_CONFIG).read_text())
+    for cb in cfg["trainer"]["callbacks"]:
+        if cb["class_path"].endswith("ModelCheckpoint"):
+            cb["init_args"]["every_n_train_steps"] = 1
+    config = tmp_path / "prior.yaml"
+    config.write_text(yaml.safe_dump(cfg))
+    export = tmp_path / "export"
+    args = ["fit", "--config", str(config), *TINY, "--model.init_args.export_dir", str(export)]
+    train.main([*args, "--trainer.max_steps", "3"])
+    ckpt = tmp_path / "runs" / "prior_mnist" / "checkpoints" / "last.ckpt"
+    assert ckpt.is_file() and (export / "diffusion_pytorch_model.safetensors").is_file()
+    assert json.loads((export / "config.json").read_text())["sample_size"] == 28
+    first = torch.load(ckpt, map_location="cpu", weights_only=False)
+    assert first["global_step"] == 3
+    # Resuming continues from step 3 (not from scratch) with the optimiser state and the EMA.
+    train.main([*args, "--trainer.max_steps", "5", "--ckpt_path", "last"])
+    second = torch.load(ckpt, map_location="cpu", weights_only=False)
+    assert second["global_step"] == 5
+    assert int(first["state_dict"]["ema_updates"]) == 3        # the EMA of the checkpoint is up to date
+    assert int(second["state_dict"]["ema_updates"]) == 5
+
+    from vipaint.external import PixelPrior
+
+    prior = PixelPrior(str(export), local_files_only=True)
+    assert prior.image_shape == (1, 28, 28)
+
+
+@pytest.mark.parametrize("bad", [{"high_t_fraction": 1.5}, {"export_dtype": "int8"}])
+def test_bad_settings_are_named(bad):
+    with pytest.raises(ValueError, match=next(iter(bad))):
+        PriorTrainingModule(image_size=8, channels=1, block_out_channels=[8, 8], attention_levels=[], **bad)
