@@ -186,10 +186,12 @@ def main(argv=None) -> None:
     ap.add_argument("--channels-last", action="store_true")
     ap.add_argument("--compile", action="store_true")
     ap.add_argument("--samples", type=int, default=10)
-    ap.add_argument("--fit-steps", type=int, default=50)
-    ap.add_argument("--fit-samples", type=int, default=8)
-    ap.add_argument("--refine-steps", type=int, default=50)
-    ap.add_argument("--eval-samples", type=int, default=16, help="Monte Carlo samples of the reported bound")
+    # Defaults are the algorithm's own (declared once, in the dataclasses).
+    ap.add_argument("--fit-steps", type=int, default=FitConfig.n_iter)
+    ap.add_argument("--fit-samples", type=int, default=FitConfig.n_samples)
+    ap.add_argument("--refine-steps", type=int, default=RefineConfig.n_steps)
+    ap.add_argument("--eval-samples", type=int, default=VIPaintConfig.n_eval_samples,
+                    help="Monte Carlo samples of the reported bound")
     ap.add_argument("--cg-steps", type=int, default=0)
     ap.add_argument("--dps-steps", type=int, default=1000)
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")

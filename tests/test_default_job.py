@@ -1,9 +1,12 @@
 """README's first command, ``python infer.py`` with no argument, on the shipped prior and demo digits.
 
 Run from a scratch directory (the default job must not depend on the working directory). Checks that every
-demo digit gets its outputs, and that the completions are real inpaintings: inside the hole, the posterior
-mean is closer to the held-out truth than the mean demo digit is (measured with the shipped prior: see the
-closing numbers printed by this test; a random prior fails this).
+demo digit gets its outputs, and that the completions are real inpaintings: where the observation pins the
+digit down (bottom-half and stroke masks), the posterior mean inside the hole is far closer to the held-out
+truth than the mean demo digit is (measured 2026-11-25: hole MSE 0.106 against 0.261; a random prior's
+noise fails this). Centre-box masks hide the digit's core and their posteriors are multimodal (a 0 can
+become a 6 or an 8), so a sharp sample is often farther from the truth than the blurry mean digit:
+they are left out of the MSE check.
 """
 from __future__ import annotations
 
@@ -38,8 +41,11 @@ def test_default_job_inpaints_the_demo_digits(tmp_path):
     for n in names:
         result = json.loads((out / n / "result.json").read_text())
         assert result["status"] == "ok" and result["num_samples"] == 4
-    hole = 1 - keep
-    err_post = float(((mean - x) ** 2 * hole).sum() / hole.sum())
-    err_mean_digit = float(((x.mean(0, keepdim=True) - x) ** 2 * hole).sum() / hole.sum())
-    print(f"hole MSE: posterior mean {err_post:.4f}, mean digit {err_mean_digit:.4f}")
-    assert err_post < 0.7 * err_mean_digit
+    kinds = json.loads((MNIST_DEMO_DIR / "demo.json").read_text())
+    pinned = torch.tensor([kinds[n]["mask"] in ("half", "strokes") for n in names])
+    hole = (1 - keep)[pinned]
+    err_post = float(((mean - x)[pinned] ** 2 * hole).sum() / hole.sum())
+    err_mean_digit = float(((x.mean(0, keepdim=True) - x)[pinned] ** 2 * hole).sum() / hole.sum())
+    print(f"hole MSE (half and stroke masks): posterior mean {err_post:.4f}, mean digit {err_mean_digit:.4f}")
+    assert int(pinned.sum()) == 16
+    assert err_post < 0.6 * err_mean_digit

@@ -38,13 +38,14 @@ class RefineConfig:
     """Refinement from the lowest keypoint T_s down to t = 0.
 
     Args:
-        n_steps: steps on a strided grid from T_s to 0 (the authors run every integer step, T_s + 1 of them).
+        n_steps: steps on a strided grid from T_s to 0 (the authors run every integer step, T_s + 1 of them;
+            25 held the plausibility of 50 on the MNIST prior, ``bench/NOTES.md``).
         guidance: "tweedie" (guided x̂_0, default) or "gradient" (the authors' form; see the module docstring).
         scale: the guidance weight ζ.
         eta: DDIM stochasticity of the steps (1 = DDPM, 0 = deterministic).
     """
 
-    n_steps: int = 50
+    n_steps: int = 25
     guidance: Literal["tweedie", "gradient"] = "tweedie"
     scale: float = 1.0
     eta: float = 1.0
