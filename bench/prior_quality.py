@@ -28,7 +28,7 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from vipaint.external import PixelPrior  # noqa: E402
-from vipaint.schedule import ddim_std, ddim_step_mean  # noqa: E402
+from vipaint.schedule import ddim_sample  # noqa: E402
 
 TS = [50, 200, 400, 550, 800]
 MNIST_REFERENCE = {"50": 0.0960, "200": 0.0419, "400": 0.0221, "550": 0.0098, "800": 0.00066}
@@ -81,19 +81,8 @@ def heldout_eps_mse(prior, x: torch.Tensor, ts: list[int], batch: int, device, a
 def ddim_samples(prior, n: int, steps: int, device, seed: int = 0) -> torch.Tensor:
     g = torch.Generator().manual_seed(seed)
     z = torch.randn((n, *prior.latent_shape), generator=g).to(device)
-    ts = prior.schedule.strided(prior.schedule.T - 1, steps)
-    x0 = z
-    for j, t in enumerate(ts):
-        x0, eps = prior.denoise(z, t)
-        # Clip x̂_0 to the data range and re-derive ε̂ from it (diffusers' clip_sample, on by default for DDPM
-        # pixel models): at t near T, α_t ≈ 0.006 turns any ε̂ error into a huge x̂_0 error otherwise.
-        ab = prior.schedule.alpha_bar(t).to(device).float()
-        x0 = x0.clamp(-1, 1)
-        eps = (z - ab.sqrt() * x0) / (1 - ab).sqrt()
-        if j + 1 < len(ts):
-            ab_s = prior.schedule.alpha_bar(ts[j + 1])
-            z = ddim_step_mean(x0, eps, ab_s.to(device), ddim_std(prior.schedule.alpha_bar(t), ab_s, 0.0).to(device))
-    return prior.decode(x0).clamp(-1, 1)
+    clip = None if prior.is_latent else (-1.0, 1.0)   # latents have no [-1, 1] range to clip to
+    return prior.decode(ddim_sample(prior.denoise, prior.schedule, z, steps, clip)).clamp(-1, 1)
 
 
 def nearest(samples: torch.Tensor, train: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

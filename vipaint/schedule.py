@@ -33,6 +33,7 @@ __all__ = [
     "ddim_std",
     "ddim_step_mean",
     "DEFAULT_KEYPOINTS",
+    "ddim_sample",
     "tweedie_scale",
 ]
 
@@ -139,6 +140,28 @@ def ddim_step_mean(x0_hat: Tensor, eps_hat: Tensor, alpha_bar_s: Tensor, std: Te
     a = alpha_bar_s.sqrt().to(x0_hat.dtype)
     b = (1.0 - alpha_bar_s - std**2).clamp_min(0.0).sqrt().to(x0_hat.dtype)
     return a * x0_hat + b * eps_hat
+
+
+def ddim_sample(denoise, schedule: "NoiseSchedule", z: Tensor, steps: int, clip: tuple[float, float] | None = (-1.0, 1.0)) -> Tensor:
+    r"""Deterministic DDIM (η = 0) from noise ``z`` at t = T-1 down to x̂_0 in ``steps`` strided steps.
+
+    ``denoise(z_t, t) -> (x̂_0, ε̂)``. With ``clip`` (diffusers' ``clip_sample``, on by default for DDPM pixel
+    models) x̂_0 is clipped to the data range and ε̂ re-derived from it: near t = T, α_t ≈ 0.006 turns any ε̂
+    error into a huge x̂_0 error otherwise. Returns the last x̂_0.
+    """
+    ts = schedule.strided(schedule.T - 1, steps)
+    x0 = z
+    for j, t in enumerate(ts):
+        x0, eps = denoise(z, t)
+        if clip is not None:
+            ab = schedule.alpha_bar(t).to(z.device, z.dtype)
+            x0 = x0.clamp(*clip)
+            eps = (z - ab.sqrt() * x0) / (1 - ab).sqrt()
+        if j + 1 < len(ts):
+            ab_s = schedule.alpha_bar(ts[j + 1])
+            std = ddim_std(schedule.alpha_bar(t), ab_s, 0.0)
+            z = ddim_step_mean(x0, eps, ab_s.to(z.device), std.to(z.device))
+    return x0
 
 
 def tweedie_scale(alpha_bar_t: Tensor) -> Tensor:

@@ -138,24 +138,20 @@ class PriorTrainingModule(pl.LightningModule):
 
     @torch.no_grad()
     def sample(self, n: int, steps: int = 50, seed: int = 0) -> torch.Tensor:
-        """``n`` DDIM (η = 0) samples from the EMA network, (n, C, H, W) in [-1, 1]."""
-        from .schedule import NoiseSchedule, ddim_std, ddim_step_mean
+        """``n`` DDIM (η = 0, x̂_0 clipped) samples from the EMA network, (n, C, H, W) in [-1, 1]."""
+        from .prior import convert_prediction
+        from .schedule import NoiseSchedule, ddim_sample
 
         sched = NoiseSchedule(self.scheduler.alphas_cumprod)
-        g = torch.Generator(device="cpu").manual_seed(seed)
-        shape = (n, self.hparams.channels, self.hparams.image_size, self.hparams.image_size)
-        z = torch.randn(shape, generator=g).to(self.device)
-        ts = sched.strided(sched.T - 1, steps)
-        x0 = z
-        for j, t in enumerate(ts):
+
+        def denoise(z, t):
             ab = sched.alpha_bar(t).to(self.device).float()
             eps = self.ema(z, torch.full((n,), t, device=self.device)).sample.float()
-            x0 = ((z - (1 - ab).sqrt() * eps) / ab.sqrt()).clamp(-1, 1)
-            if j + 1 < len(ts):
-                ab_s = sched.alpha_bar(ts[j + 1])
-                eps = (z - ab.sqrt() * x0) / (1 - ab).sqrt()
-                z = ddim_step_mean(x0, eps, ab_s.to(self.device).float(), ddim_std(ab, ab_s, 0.0).to(self.device).float())
-        return x0
+            return convert_prediction(eps, z, ab.sqrt(), (1 - ab).sqrt(), "epsilon")
+
+        g = torch.Generator(device="cpu").manual_seed(seed)
+        shape = (n, self.hparams.channels, self.hparams.image_size, self.hparams.image_size)
+        return ddim_sample(denoise, sched, torch.randn(shape, generator=g).to(self.device), steps)
 
     def configure_optimizers(self):
         hp = self.hparams
