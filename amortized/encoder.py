@@ -12,11 +12,21 @@ s is (scale_mu, scale_logvar, scale_gamma), so residual units stay comparable ac
 """
 from __future__ import annotations
 
+import json
+import os
+import tempfile
+from pathlib import Path
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["AmortizedEncoder"]
+__all__ = ["AmortizedEncoder", "save_encoder", "load_encoder", "shipped_encoder_for", "SHIPPED_ENCODERS", "WEIGHTS_NAME", "CONFIG_NAME"]
+
+WEIGHTS_NAME, CONFIG_NAME = "encoder.safetensors", "config.json"
+_WEIGHTS = Path(__file__).resolve().parents[1] / "weights"
+# Shipped prior folder -> the encoder trained on it by `python train.py fit --config configs/amortized_mnist.yaml`.
+SHIPPED_ENCODERS: dict[Path, Path] = {_WEIGHTS / "mnist-ddpm": _WEIGHTS / "mnist-amortized"}
 
 
 class _ResBlock(nn.Module):
@@ -50,6 +60,8 @@ class AmortizedEncoder(nn.Module):
         nn.init.zeros_(self.out.weight)
         nn.init.zeros_(self.out.bias)
         self.register_buffer("scales", torch.tensor([scale_mu, scale_logvar, scale_gamma]), persistent=False)
+        self.config = {"latent_channels": latent_channels, "n_keypoints": n_keypoints, "width": width, "depth": depth,
+                       "scale_mu": scale_mu, "scale_logvar": scale_logvar, "scale_gamma": scale_gamma}
 
     def forward(self, z_y: Tensor, keep_mask: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """Residuals (Δμ, Δlogvar, Δγ), each (B, K, C, h, w), for z_y (B, C, h, w) and keep_mask (B, 1, H, W)."""
@@ -61,3 +73,69 @@ class AmortizedEncoder(nn.Module):
         B, (C, hh, ww) = z_y.shape[0], z_y.shape[1:]
         r = r.reshape(B, 3, self.n_keypoints, C, hh, ww) * self.scales.to(r.dtype).reshape(1, 3, 1, 1, 1, 1)
         return r[:, 0], r[:, 1], r[:, 2]
+
+
+def save_encoder(encoder: AmortizedEncoder, folder: str | os.PathLike, meta: dict | None = None) -> Path:
+    """Write ``encoder.safetensors`` (float32) and ``config.json`` (constructor arguments, plus ``meta``: the
+    keypoints and init settings it was trained for) into ``folder``, each file atomically."""
+    from safetensors.torch import save_file
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().to("cpu", torch.float32).contiguous() for k, v in encoder.state_dict().items()}
+    fd, tmp = tempfile.mkstemp(dir=folder, suffix=".tmp")
+    os.close(fd)
+    save_file(state, tmp)
+    os.replace(tmp, folder / WEIGHTS_NAME)
+    cfg = {"encoder": encoder.config, **(meta or {})}
+    fd, tmp = tempfile.mkstemp(dir=folder, suffix=".tmp")
+    with os.fdopen(fd, "w") as f:
+        json.dump(cfg, f, indent=2)
+    os.replace(tmp, folder / CONFIG_NAME)
+    return folder
+
+
+def load_encoder(path: str | os.PathLike) -> tuple[AmortizedEncoder, dict]:
+    """(encoder in eval mode, its config.json) from a folder written by ``save_encoder`` or a training checkpoint
+    of ``amortized.module.AmortizedModule`` (.ckpt). Errors name the file and what is wrong with it."""
+    path = Path(path)
+    if path.is_dir():
+        from safetensors.torch import load_file
+
+        if not (path / CONFIG_NAME).is_file() or not (path / WEIGHTS_NAME).is_file():
+            raise ValueError(f"{path} is not an encoder folder: it needs {CONFIG_NAME} and {WEIGHTS_NAME}")
+        cfg = json.loads((path / CONFIG_NAME).read_text())
+        state, kwargs = load_file(str(path / WEIGHTS_NAME)), cfg["encoder"]
+    else:
+        try:
+            ckpt = torch.load(path, map_location="cpu", weights_only=False)
+        except Exception as e:  # missing, truncated, not a torch file (UnpicklingError), ...
+            raise ValueError(f"cannot read the encoder checkpoint {path}: {e}") from e
+        hp = dict(ckpt.get("hyper_parameters", {}))
+        state = {k.removeprefix("encoder."): v for k, v in ckpt.get("state_dict", {}).items()
+                 if k.startswith("encoder.")}
+        if not state:
+            raise ValueError(f"{path} holds no encoder weights (expected an AmortizedModule checkpoint)")
+        w = state["stem.weight"]
+        kwargs = {"latent_channels": w.shape[1] - 1, "n_keypoints": state["out.weight"].shape[0] // (3 * (w.shape[1] - 1)),
+                  "width": hp.get("width", 64), "depth": hp.get("depth", 2)}
+        cfg = {"encoder": kwargs, **{k: hp[k] for k in ("keypoints", "eta", "init_gamma", "init_var_scale") if k in hp}}
+    encoder = AmortizedEncoder(**kwargs)
+    try:
+        encoder.load_state_dict(state)
+    except RuntimeError as e:
+        raise ValueError(f"the encoder weights in {path} do not match its configuration {kwargs}: {e}") from e
+    return encoder.eval().requires_grad_(False), cfg
+
+
+def shipped_encoder_for(prior) -> str | None:
+    """The shipped encoder folder of a shipped prior (matched by the folder it was loaded from), else None."""
+    name = getattr(prior, "name", None)
+    if not name:
+        return None
+    folder = SHIPPED_ENCODERS.get(Path(name).resolve())
+    if folder is None:
+        return None
+    if not (folder / WEIGHTS_NAME).is_file():
+        raise ValueError(f"the shipped encoder is missing from {folder}: the checkout is incomplete")
+    return str(folder)

@@ -26,7 +26,7 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from datamodules.masks import BoxMask, HalfMask, RandomBoxesMask, RandomPixelsMask, StrokesMask  # noqa: E402
+from datamodules.masks import MIX4, PRESETS  # noqa: E402
 from vipaint.baselines import BASELINES  # noqa: E402
 from vipaint.external import PixelPrior  # noqa: E402
 from vipaint.likelihood import GaussianLikelihood  # noqa: E402
@@ -35,8 +35,6 @@ from vipaint.sampler import VIPaintConfig, vipaint  # noqa: E402
 from vipaint.schedule import DEFAULT_KEYPOINTS  # noqa: E402
 from vipaint.scoring import score_inpainting  # noqa: E402
 
-MASKS = {"half": HalfMask(angle=270.0), "box50": BoxMask(0.5), "strokes": StrokesMask(0.2, 0.5),
-         "pixels90": RandomPixelsMask(0.9), "random_boxes": RandomBoxesMask(0.3, 0.7)}
 DEFAULT_MASKS = {"mnist": "half,box50,strokes,pixels90", "cifar10": "box50,random_boxes,half,strokes",
                  "demo": "box50,half"}
 SIGMA_Y = 0.05
@@ -61,13 +59,11 @@ def load_images(data: str, n: int, size: int, path: str | None) -> tuple[torch.T
     return next(iter(dm.predict_dataloader()))["x"], None
 
 
-MIX4 = ("half", "box50", "strokes", "pixels90")
-
 
 def masks_for(kind: str, n: int, size: int, seed: int) -> torch.Tensor:
     """Seeded masks for n images; "mix4" gives image i the mask kind MIX4[i % 4] (one run over every kind)."""
     kinds = [MIX4[i % 4] if kind == "mix4" else kind for i in range(n)]
-    return torch.stack([MASKS[k]((size, size), torch.Generator().manual_seed(seed + i)) for i, k in enumerate(kinds)])
+    return torch.stack([PRESETS[k]((size, size), torch.Generator().manual_seed(seed + i)) for i, k in enumerate(kinds)])
 
 
 def parse_method(spec: str) -> tuple[str, int | None]:
@@ -184,7 +180,7 @@ def table(rows: list[dict]) -> str:
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--methods", default="vipaint2,vipaint4,dps,red_diff,repaint")
-    ap.add_argument("--masks", default=None, help=f"comma-separated of {', '.join(MASKS)}, mix4 (default per data set)")
+    ap.add_argument("--masks", default=None, help=f"comma-separated of {', '.join(PRESETS)}, mix4 (default per data set)")
     ap.add_argument("--batch", type=int, default=8, help="images fitted / sampled together")
     ap.add_argument("--samples", type=int, default=4)
     ap.add_argument("--vipaint-set", nargs="*", default=[], metavar="SECTION.FIELD=VALUE")

@@ -30,6 +30,10 @@ __all__ = [
     "HalfMask",
     "StrokesMask",
     "RandomPixelsMask",
+    "MixedMask",
+    "Mix4Mask",
+    "PRESETS",
+    "MIX4",
     "MASKS",
     "mask_from_name",
     "make_mask",
@@ -289,16 +293,39 @@ class RandomPixelsMask(MaskGenerator):
         return torch.rand(h, w, generator=generator) < self.ratio
 
 
-class MixedMask(MaskGenerator):
-    """One of box 50%, random boxes 30-70%, half and strokes, chosen uniformly per call (training the
-    amortized encoder on every mask type of the benchmark)."""
+# Named settings of the generators above: the benchmark's masks (bench/compare.py) and the mixes built from
+# them, declared once so training and evaluation draw from the same definitions.
+PRESETS: dict[str, MaskGenerator] = {
+    "half": HalfMask(angle=270.0),  # bottom half
+    "half_any": HalfMask(),  # a half-plane at a random angle
+    "box50": BoxMask(0.5),
+    "strokes": StrokesMask(0.2, 0.5),
+    "pixels90": RandomPixelsMask(0.9),
+    "random_boxes": RandomBoxesMask(0.3, 0.7),
+}
+MIX4 = ("half", "box50", "strokes", "pixels90")  # the MNIST benchmark's four mask kinds
 
-    def __init__(self) -> None:
-        self.kinds = [BoxMask(0.5), RandomBoxesMask(0.3, 0.7), HalfMask(), StrokesMask()]
+
+class MixedMask(MaskGenerator):
+    """One of several presets (``PRESETS`` names), chosen uniformly per call: training the amortized encoder
+    on every mask type it will meet. The default mixes box 50%, random boxes 30-70%, any half and strokes."""
+
+    def __init__(self, kinds: Sequence[str] = ("box50", "random_boxes", "half_any", "strokes")) -> None:
+        unknown = [k for k in kinds if k not in PRESETS]
+        if unknown or not kinds:
+            raise ValueError(f"MixedMask kinds must be non-empty names from {', '.join(PRESETS)}; got {list(kinds)}")
+        self.kinds = tuple(kinds)
 
     def _missing(self, h: int, w: int, generator: torch.Generator) -> torch.Tensor:
         kind = self.kinds[_randint(0, len(self.kinds) - 1, generator)]
-        return kind._missing(h, w, generator)
+        return PRESETS[kind]._missing(h, w, generator)
+
+
+class Mix4Mask(MixedMask):
+    """The MNIST benchmark's mix: bottom half, centre box 50%, strokes 20-50%, random pixels 90%."""
+
+    def __init__(self) -> None:
+        super().__init__(MIX4)
 
 
 MASKS: dict[str, type[MaskGenerator]] = {
@@ -308,6 +335,7 @@ MASKS: dict[str, type[MaskGenerator]] = {
     "strokes": StrokesMask,
     "pixels": RandomPixelsMask,
     "mixed": MixedMask,
+    "mix4": Mix4Mask,
 }
 
 

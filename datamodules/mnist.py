@@ -140,13 +140,16 @@ class MnistDataModule(ImageMaskDataModule):
         split: split of predict/test ("test" by default: the held-out digits).
         limit: only the first ``limit`` digits of ``split``.
         val_holdout: the last this many training digits are not trained on; the first ``val_limit`` of
-            them form the validation batch.
+            them form the validation batch (``val_split="train"``).
+        val_split: "train" (the held-back training digits) or "test": the *last* ``val_limit`` test digits,
+            held out from training and disjoint from the first test digits that the benchmarks score.
         train_masks: training items carry fresh masks (amortized encoder) or only digits (prior).
         mask, mask_ratio, seed, batch_size, num_workers: as in ``ImageMaskDataModule``.
     """
 
     def __init__(self, source: str = "idx", root: str | None = None, download: bool = False, split: str = "test",
-                 limit: int | None = None, val_holdout: int = 1000, val_limit: int = 256, train_masks: bool = False,
+                 limit: int | None = None, val_holdout: int = 1000, val_limit: int = 256, val_split: str = "train",
+                 train_masks: bool = False,
                  mask: str = "half", mask_ratio: float | tuple[float, float] | None = None, seed: int = 0,
                  batch_size: int = 16, num_workers: int = 0) -> None:
         super().__init__(mask=mask, mask_ratio=mask_ratio, seed=seed, batch_size=batch_size, num_workers=num_workers)
@@ -157,10 +160,13 @@ class MnistDataModule(ImageMaskDataModule):
             raise ValueError(f"split must be 'train' or 'test', got {split!r}")
         if limit is not None and limit < 1:
             raise ValueError(f"limit must be a positive integer or None, got {limit}")
+        if val_split not in IDX_FILES:
+            raise ValueError(f"val_split must be 'train' or 'test', got {val_split!r}")
         if not 0 < val_limit <= val_holdout:
             raise ValueError(f"need 0 < val_limit <= val_holdout, got {val_limit}, {val_holdout}")
         self.source, self.root, self.download, self.split, self.limit = source, root, download, split, limit
         self.val_holdout, self.val_limit, self.train_masks = val_holdout, val_limit, train_masks
+        self.val_split = val_split
         self.train_dataset: Dataset | None = None
         self.val_dataset: Dataset | None = None
 
@@ -195,7 +201,11 @@ class MnistDataModule(ImageMaskDataModule):
         train = self._slice(full, 0, n_train)
         self.train_dataset = (ImageMaskDataset(train, mask=self.mask_generator, channels=1, random_masks=True)
                               if self.train_masks else _Images(train.x))
-        val = self._slice(full, n_train, n_train + self.val_limit)
+        if self.val_split == "train":
+            val = self._slice(full, n_train, n_train + self.val_limit)
+        else:
+            test = self._source("test")
+            val = self._slice(test, len(test) - self.val_limit, len(test))
         self.val_dataset = ImageMaskDataset(val, mask=self.mask_generator, seed=self.seed, channels=1)
 
     def train_dataloader(self) -> DataLoader:

@@ -2,6 +2,7 @@
 with the prior frozen, and plugs into inference (init='amortized', fit.n_iter 0 or N)."""
 from __future__ import annotations
 
+import pytest
 import torch
 
 from amortized.encoder import AmortizedEncoder
@@ -94,3 +95,30 @@ def test_checkpoint_drops_the_prior_and_infer_uses_it(tiny_prior, tiny_unet_dir,
                             vipaint=settings, n_samples=2, progress=False)
         out = vip._run(batch, 0)
         assert out["status"] == ["ok", "ok"] and torch.isfinite(out["samples"]).all()
+
+
+def test_encoder_folder_round_trip_and_bad_folders(tmp_path):
+    from amortized.encoder import load_encoder, save_encoder
+
+    torch.manual_seed(0)
+    enc = AmortizedEncoder(latent_channels=1, n_keypoints=2, width=8, depth=1)
+    torch.nn.init.normal_(enc.out.weight, std=0.1)          # non-zero residuals, so the comparison means something
+    save_encoder(enc, tmp_path / "enc", {"keypoints": [550, 400]})
+    loaded, cfg = load_encoder(tmp_path / "enc")
+    assert cfg["keypoints"] == [550, 400] and cfg["encoder"]["width"] == 8
+    assert sorted(p.name for p in (tmp_path / "enc").iterdir()) == ["config.json", "encoder.safetensors"]
+    z, keep = torch.randn(3, 1, 8, 8), (torch.rand(3, 1, 8, 8) > 0.5).float()
+    for a, b in zip(enc(z, keep), loaded(z, keep)):
+        assert torch.equal(a, b) and a.abs().max() > 0
+    with pytest.raises(ValueError, match="not an encoder folder"):
+        load_encoder(tmp_path)
+    (tmp_path / "junk.ckpt").write_bytes(b"not a checkpoint")
+    with pytest.raises(ValueError, match="junk.ckpt"):
+        load_encoder(tmp_path / "junk.ckpt")
+
+
+def test_amortized_init_needs_a_path_except_for_the_shipped_prior(tiny_prior):
+    from vipaint.module import VIPaintModule
+
+    with pytest.raises(ValueError, match="encoder_ckpt"):
+        VIPaintModule(prior=tiny_prior, init="amortized")

@@ -162,3 +162,30 @@ def test_make_mask_maps_ratio_arguments():
     assert isinstance(make_mask("half"), HalfMask)
     with pytest.warns(UserWarning, match="ignored"):
         make_mask("half", 0.3)
+
+
+def test_mix4_draws_each_benchmark_mask():
+    """The amortized encoder trains on the benchmark's masks: over 40 seeds every kind of MIX4 appears."""
+    from datamodules.masks import MIX4, Mix4Mask
+
+    assert MIX4 == ("half", "box50", "strokes", "pixels90")
+    seen = set()
+    for seed in range(40):
+        m = Mix4Mask()((28, 28), gen(seed))
+        r = missing_ratio(m)
+        if r > 0.8:
+            seen.add("pixels90")
+        elif (m[0, 14:] == 0).all() and (m[0, :14] == 1).all():
+            seen.add("half")                    # the bottom half, as the benchmark's HalfMask(angle=270)
+        elif (m[0, 4:24, 4:24] == 0).all() and r == pytest.approx(20 * 20 / 784, abs=0.01):
+            seen.add("box50")                   # a centred box of half the area
+        elif 0.15 <= r <= 0.55:
+            seen.add("strokes")
+    assert seen == set(MIX4)
+
+
+def test_mixed_mask_rejects_unknown_kinds():
+    from datamodules.masks import MixedMask
+
+    with pytest.raises(ValueError, match="pixels90"):      # the message lists the valid names
+        MixedMask(("half", "circle"))

@@ -69,6 +69,21 @@ def test_datamodule_splits_keep_test_and_validation_out_of_training(tmp_path, fa
         MnistDataModule(root=str(folder), val_holdout=1200).setup("fit")
 
 
+def test_validation_on_the_last_test_digits(tmp_path, fake_mnist):
+    """val_split="test": the last val_limit test digits (the benchmarks score the first ones), masks seeded."""
+    folder = fake_mnist(tmp_path, n_train=1200, n_test=30)
+    dm = MnistDataModule(root=str(folder), val_holdout=200, val_limit=10, val_split="test", train_masks=True,
+                         mask="mix4", batch_size=4)
+    dm.setup("fit")
+    assert len(dm.train_dataset) == 1000 and len(dm.val_dataset) == 10
+    assert dm.val_dataset[0]["name"] == "test_00020"
+    x, _ = load_mnist(folder, "test")
+    assert torch.equal(dm.val_dataset[9]["x"], x[29])
+    assert torch.equal(dm.val_dataset[3]["keep_mask"], dm.val_dataset[3]["keep_mask"])   # seeded, not redrawn
+    with pytest.raises(ValueError, match="val_split"):
+        MnistDataModule(root=str(folder), val_split="valid")
+
+
 @pytest.mark.skipif(resources.find("mnist") is None, reason="real MNIST not found (set VIPAINT_MNIST_DIR)")
 def test_real_mnist_release():
     x, labels = load_mnist(None, "test")

@@ -47,9 +47,11 @@ class VIPaintModule(pl.LightningModule):
         log_images: add an image grid per batch to the logger.
         progress: a progress bar over fit iterations and refinement steps (rank 0 only).
         init: "hand" (λ from the encoded observation, method.md §2) or "amortized" (predicted by the
-            encoder of ``encoder_ckpt``, a checkpoint of ``amortized.module.AmortizedModule``); with
-            ``vipaint.fit.n_iter`` 0 the prediction is used as is, with N > 0 it is fine-tuned (semi-amortized).
-        encoder_ckpt: the encoder checkpoint of ``init="amortized"``.
+            encoder of ``encoder_ckpt``); with ``vipaint.fit.n_iter`` 0 the prediction is used as is, with
+            N > 0 it is fine-tuned (semi-amortized).
+        encoder_ckpt: the encoder of ``init="amortized"``: a folder (``amortized.encoder.save_encoder``) or a
+            checkpoint of ``amortized.module.AmortizedModule``; None with the shipped prior "vipaint-mnist"
+            uses its shipped encoder (``weights/mnist-amortized``).
     """
 
     # The dataclass defaults are never mutated (the module only reads its configs), so sharing them is safe.
@@ -83,40 +85,33 @@ class VIPaintModule(pl.LightningModule):
             return None
         if init != "amortized":
             raise ValueError(f"init must be 'hand' or 'amortized', got {init!r}")
-        if not path:
-            raise ValueError("init='amortized' needs --model.encoder_ckpt PATH (a checkpoint from "
-                             "`python train.py fit --config configs/amortized_cifar10.yaml`)")
-        from amortized.encoder import AmortizedEncoder
+        from amortized.encoder import load_encoder, shipped_encoder_for
 
-        try:
-            ckpt = torch.load(path, map_location="cpu", weights_only=False)
-        except (OSError, RuntimeError) as e:
-            raise ValueError(f"cannot read the encoder checkpoint {path}: {e}") from e
-        hp = ckpt.get("hyper_parameters", {})
-        state = {k.removeprefix("encoder."): v for k, v in ckpt.get("state_dict", {}).items() if k.startswith("encoder.")}
-        if not state:
-            raise ValueError(f"{path} holds no encoder weights (expected an AmortizedModule checkpoint)")
-        encoder = AmortizedEncoder(self.prior.latent_shape[0], len(self.keypoints), hp.get("width", 64), hp.get("depth", 2))
-        try:
-            encoder.load_state_dict(state)
-        except RuntimeError as e:
-            raise ValueError(f"the encoder in {path} does not fit this prior / keypoints "
-                             f"({self.prior.latent_shape}, K={len(self.keypoints)}): {e}") from e
-        return encoder.eval().requires_grad_(False)
+        path = path or shipped_encoder_for(self.prior)
+        if not path:
+            raise ValueError("init='amortized' needs --model.encoder_ckpt PATH for this prior (an encoder folder or a "
+                             "checkpoint of `python train.py fit --config configs/amortized_mnist.yaml`); only the "
+                             "shipped prior 'vipaint-mnist' has a shipped encoder")
+        encoder, cfg = load_encoder(path)
+        enc = cfg["encoder"]
+        if (enc["latent_channels"], enc["n_keypoints"]) != (self.prior.latent_shape[0], len(self.keypoints)):
+            raise ValueError(f"the encoder in {path} predicts {enc['n_keypoints']} keypoints of {enc['latent_channels']} "
+                             f"channels; this run has K={len(self.keypoints)} on a prior with latent shape "
+                             f"{tuple(self.prior.latent_shape)} (set --model.vipaint.keypoints to the encoder's)")
+        trained = cfg.get("keypoints")
+        if trained and self.prior.schedule.keypoints(tuple(trained)) != self.keypoints:
+            raise ValueError(f"the encoder in {path} was trained for keypoints {trained}, this run uses "
+                             f"{self.config.keypoints or 'the default'}")
+        return encoder
 
     def _initial_posterior(self, op, y: Tensor, keep: Tensor):
         """λ predicted by the amortized encoder (None: the sampler's hand-made init)."""
         if self.encoder is None:
             return None
-        from amortized.module import predict_posterior
-        from .posterior import HierarchicalPosterior
+        from amortized.module import initial_posterior
 
-        with torch.no_grad():
-            pred = predict_posterior(self.encoder, self.prior, self.keypoints, op, y, keep, self.config.eta,
-                                     self.config.init_gamma, self.config.init_var_scale)
-        post = HierarchicalPosterior(self.keypoints, self.prior.latent_shape, batch=y.shape[0], eta=self.config.eta)
-        post.load_parameters(pred.mu, pred.logvar, pred.gamma)
-        return post.to(y.device)
+        return initial_posterior(self.encoder, self.prior, self.keypoints, op, y, keep, self.config.eta,
+                                 self.config.init_gamma, self.config.init_var_scale)
 
     def _lpips_model(self):
         lik = self.config.likelihood

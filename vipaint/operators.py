@@ -29,6 +29,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from .noise import randn_like
+
 __all__ = ["Operator", "Inpainting", "GaussianBlur", "SuperResolution", "OperatorConfig", "make_operator",
            "repeat_observation"]
 
@@ -65,7 +67,7 @@ class Operator:
         """y = A x + σ_y ε (zeros where ``valid`` is 0)."""
         y = self.forward(x)
         if self.sigma_y > 0:
-            noise = torch.randn(y.shape, generator=generator, device=y.device, dtype=y.dtype)
+            noise = randn_like(y, generator)  # a CPU generator works for GPU tensors
             y = y + self.sigma_y * noise
         return y * self.valid(y)
 
