@@ -14,14 +14,13 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["AmortizedEncoder", "save_encoder", "load_encoder", "shipped_encoder_for", "SHIPPED_ENCODERS", "WEIGHTS_NAME", "CONFIG_NAME"]
+__all__ = ["AmortizedEncoder", "save_encoder", "load_encoder", "shipped_encoder_for", "training_meta", "SHIPPED_ENCODERS", "WEIGHTS_NAME", "CONFIG_NAME"]
 
 WEIGHTS_NAME, CONFIG_NAME = "encoder.safetensors", "config.json"
 _WEIGHTS = Path(__file__).resolve().parents[1] / "weights"
@@ -78,20 +77,15 @@ class AmortizedEncoder(nn.Module):
 def save_encoder(encoder: AmortizedEncoder, folder: str | os.PathLike, meta: dict | None = None) -> Path:
     """Write ``encoder.safetensors`` (float32) and ``config.json`` (constructor arguments, plus ``meta``: the
     keypoints and init settings it was trained for) into ``folder``, each file atomically."""
-    from safetensors.torch import save_file
+    from safetensors.torch import save
+
+    from vipaint.outputs import atomic_save_json, atomic_write_bytes
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().to("cpu", torch.float32).contiguous() for k, v in encoder.state_dict().items()}
-    fd, tmp = tempfile.mkstemp(dir=folder, suffix=".tmp")
-    os.close(fd)
-    save_file(state, tmp)
-    os.replace(tmp, folder / WEIGHTS_NAME)
-    cfg = {"encoder": encoder.config, **(meta or {})}
-    fd, tmp = tempfile.mkstemp(dir=folder, suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        json.dump(cfg, f, indent=2)
-    os.replace(tmp, folder / CONFIG_NAME)
+    atomic_write_bytes(folder / WEIGHTS_NAME, save(state))
+    atomic_save_json(folder / CONFIG_NAME, {"encoder": encoder.config, **(meta or {})})
     return folder
 
 
@@ -119,13 +113,27 @@ def load_encoder(path: str | os.PathLike) -> tuple[AmortizedEncoder, dict]:
         w = state["stem.weight"]
         kwargs = {"latent_channels": w.shape[1] - 1, "n_keypoints": state["out.weight"].shape[0] // (3 * (w.shape[1] - 1)),
                   "width": hp.get("width", 64), "depth": hp.get("depth", 2)}
-        cfg = {"encoder": kwargs, **{k: hp[k] for k in ("keypoints", "eta", "init_gamma", "init_var_scale") if k in hp}}
+        cfg = {"encoder": kwargs, **training_meta(hp, ckpt.get("global_step"))}
     encoder = AmortizedEncoder(**kwargs)
     try:
         encoder.load_state_dict(state)
     except RuntimeError as e:
         raise ValueError(f"the encoder weights in {path} do not match its configuration {kwargs}: {e}") from e
     return encoder.eval().requires_grad_(False), cfg
+
+
+def training_meta(hparams: dict, global_step: int | None = None, prior_name: str | None = None) -> dict:
+    """What an encoder was trained for, from ``AmortizedModule``'s hyperparameters: the keypoints (on the
+    1000-step convention of ``VIPaintConfig.keypoints``; None there means the K=2 default), the init settings
+    its residuals are relative to, the observation model, the prior and the training steps."""
+    from vipaint.schedule import DEFAULT_KEYPOINTS
+
+    op = dict(hparams.get("operator") or {})
+    keypoints = hparams.get("keypoints") or DEFAULT_KEYPOINTS[2]
+    return {"keypoints": [int(k) for k in keypoints],
+            **{k: hparams[k] for k in ("eta", "init_gamma", "init_var_scale") if k in hparams},
+            "operator": {k: op[k] for k in ("name", "sigma_y") if k in op}, "prior": prior_name,
+            "global_step": global_step}
 
 
 def shipped_encoder_for(prior) -> str | None:
@@ -139,3 +147,13 @@ def shipped_encoder_for(prior) -> str | None:
     if not (folder / WEIGHTS_NAME).is_file():
         raise ValueError(f"the shipped encoder is missing from {folder}: the checkout is incomplete")
     return str(folder)
+
+
+if __name__ == "__main__":  # python -m amortized.encoder CKPT DIR: export a training checkpoint's encoder
+    import sys
+
+    if len(sys.argv) != 3:
+        raise SystemExit("usage: python -m amortized.encoder CHECKPOINT.ckpt OUTPUT_DIR")
+    enc, meta = load_encoder(sys.argv[1])
+    meta.pop("encoder")
+    print(f"wrote {save_encoder(enc, sys.argv[2], meta)}")

@@ -151,14 +151,10 @@ class AmortizedModule(pl.LightningModule):
 
     def export(self, folder: str):
         """The encoder and what it was trained for (keypoints, init, prior, operator, steps) as a folder."""
-        from .encoder import save_encoder
+        from .encoder import save_encoder, training_meta
 
-        hp = self.hparams
-        meta = {"keypoints": list(hp.keypoints) if hp.keypoints else None, "eta": hp.eta, "init_gamma": hp.init_gamma,
-                "init_var_scale": hp.init_var_scale, "prior": getattr(self.prior, "name", None),
-                "operator": {"name": self.operator_config.name, "sigma_y": self.operator_config.sigma_y},
-                "global_step": int(self.trainer.global_step) if self._trainer is not None else None}
-        return save_encoder(self.encoder, folder, meta)
+        step = int(self.trainer.global_step) if self._trainer is not None else None
+        return save_encoder(self.encoder, folder, training_meta(dict(self.hparams), step, getattr(self.prior, "name", None)))
 
     def on_after_backward(self) -> None:
         # The prior is frozen: no gradient may reach it (checked, not assumed).

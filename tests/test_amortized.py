@@ -86,6 +86,13 @@ def test_checkpoint_drops_the_prior_and_infer_uses_it(tiny_prior, tiny_unet_dir,
     trainer.save_checkpoint(tmp_path / "enc.ckpt")
     ckpt = torch.load(tmp_path / "enc.ckpt", weights_only=False)
     assert ckpt["state_dict"] and not any(k.startswith("prior.") for k in ckpt["state_dict"])
+    from amortized.encoder import load_encoder
+
+    # A checkpoint and the exported folder say the same about what the encoder was trained for.
+    _, from_ckpt = load_encoder(tmp_path / "enc.ckpt")
+    _, from_folder = load_encoder(module.export(str(tmp_path / "enc_folder")))
+    assert from_ckpt["keypoints"] == from_folder["keypoints"] == [550, 400]     # None = the K=2 default
+    assert from_ckpt["operator"] == from_folder["operator"] == {"name": "inpainting", "sigma_y": 0.05}
     keep = torch.ones(2, 1, 16, 16)
     keep[:, :, 4:12, 4:12] = 0
     batch = {"x": torch.rand(2, 3, 16, 16) * 2 - 1, "keep_mask": keep, "name": ["a", "b"], "index": torch.tensor([0, 1])}
