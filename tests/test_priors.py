@@ -139,3 +139,21 @@ def test_bf16_and_channels_last_keep_the_bound(tiny_unet_dir):
         assert abs(nhwc[k] - ref[k]) / scale < 1e-5, (k, ref[k], nhwc[k])
     with pytest.raises(ValueError, match="precision"):
         PixelPrior(str(tiny_unet_dir), local_files_only=True, precision="fp8")
+
+
+def test_bf16_falls_back_to_float32_without_native_support(tiny_unet_dir, monkeypatch):
+    """Emulated bf16 is 10-30x slower than float32 on an AVX2-only CPU: "bf16" then runs float32, and says so."""
+    import vipaint.prior as prior_module
+
+    monkeypatch.setattr(prior_module, "_NATIVE_BF16", {})
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
+    z = torch.randn(2, 3, 16, 16, generator=torch.Generator().manual_seed(0))
+    ref = PixelPrior(str(tiny_unet_dir), local_files_only=True)
+    bf16 = PixelPrior(str(tiny_unet_dir), local_files_only=True, precision="bf16")
+    with torch.no_grad(), pytest.warns(UserWarning, match="no native bf16"):
+        fallback = bf16.denoise(z, 400)[0]
+    with torch.no_grad():
+        assert torch.equal(fallback, ref.denoise(z, 400)[0])
+        monkeypatch.setitem(prior_module._NATIVE_BF16, "cpu", True)      # where it is native, bf16 is used
+        assert not torch.equal(bf16.denoise(z, 400)[0], ref.denoise(z, 400)[0])

@@ -212,7 +212,7 @@ class VIPaintModule(pl.LightningModule):
             out["y"][b] = y_img[j]
             out["bound"][b] = {k: float(v[j]) for k, v in res.bound.items()}
             out["meta"][b] = {"method": "vipaint", "seconds": seconds, "nfe_per_image": res.nfe, "keypoints": res.posterior.keypoints,
-                              "fit_steps": self.config.fit.n_iter, "refine_steps": self.config.refine.n_steps,
+                              "init": self.hparams.init, "fit_steps": self.config.fit.n_iter, "refine_steps": self.config.refine.n_steps,
                               "seed": int(self.hparams.seed) + first}
         self._log_batch(out, todo, seconds)
         return out
