@@ -34,7 +34,9 @@ class LikelihoodConfig:
         kind: "gaussian" (a density, default) or "authors" (L1 + LPIPS of method.md §3; inpainting only).
         marginalize_denoiser: add r_t² to the Gaussian's variance (see ``GaussianLikelihood``).
         cg_steps: conjugate-gradient steps for a covariance-aware Gaussian gradient (pixel priors; 0 = off;
-            each step costs one more backward pass).
+            each step costs one more backward pass). Exact for Gaussian and mixture priors; on a learned
+            denoiser the Jacobian need not be symmetric positive definite and CG diverged (NaN samples on the
+            MNIST prior at 90% missing pixels, bench/README.md), so it is not for learned priors yet.
         lpips_net: LPIPS network of the authors' loss ("vgg" as they use, or "alex").
         lpips_backbone: local folder (or file) of the LPIPS backbone; None = ``$VIPAINT_LPIPS_BACKBONE_DIR``,
             else torchvision's download (``vipaint.resources``).
