@@ -34,7 +34,7 @@ from vipaint.fit import fit  # noqa: E402
 from vipaint.likelihood import GaussianLikelihood  # noqa: E402
 from vipaint.operators import Inpainting  # noqa: E402
 from vipaint.posterior import HierarchicalPosterior  # noqa: E402
-from vipaint.sampler import VIPaintConfig, resolve_keypoints, vipaint  # noqa: E402
+from vipaint.sampler import VIPaintConfig, hand_made_posterior, resolve_keypoints, vipaint  # noqa: E402
 from vipaint.scoring import score_inpainting  # noqa: E402
 
 EVAL_SAMPLES = 8  # Monte Carlo samples of the reported bound (per-digit standard error ~1-2 nats)
@@ -52,14 +52,8 @@ def run_batch(prior, encoder, cfg: VIPaintConfig, budgets: list[int], x, keep, s
     keypoints = resolve_keypoints(prior, cfg.keypoints)
     K, B = len(keypoints), len(x)
     t0 = time.perf_counter()
-    if encoder is None:   # the sampler's hand-made init, as ``vipaint()`` does it
-        post = HierarchicalPosterior(keypoints, prior.latent_shape, batch=B, eta=cfg.eta).to(x.device)
-        with torch.no_grad():
-            z_y = prior.encode(op.to_image(y))
-        post.initialize(prior, z_y, gamma=cfg.init_gamma, var_scale=cfg.init_var_scale,
-                        mean_noise=cfg.init_mean_noise, generator=gen)
-    else:
-        post = initial_posterior(encoder, prior, keypoints, op, y, keep, cfg.eta, cfg.init_gamma, cfg.init_var_scale)
+    post = (hand_made_posterior(prior, op, y, cfg, gen) if encoder is None else
+            initial_posterior(encoder, prior, keypoints, op, y, keep, cfg.eta, cfg.init_gamma, cfg.init_var_scale))
     snaps: dict[int, tuple] = {}
 
     def snapshot(done: int) -> None:

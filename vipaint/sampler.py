@@ -22,7 +22,7 @@ from .prior import Prior
 from .refine import RefineConfig, refine
 from .schedule import DEFAULT_KEYPOINTS
 
-__all__ = ["VIPaintConfig", "VIPaintOutput", "vipaint", "resolve_keypoints"]
+__all__ = ["VIPaintConfig", "VIPaintOutput", "vipaint", "hand_made_posterior", "resolve_keypoints"]
 
 
 @dataclass
@@ -86,6 +86,18 @@ class _Stages:
         self.t = now
 
 
+def hand_made_posterior(prior: Prior, operator: Operator, y: Tensor, config: VIPaintConfig = VIPaintConfig(),
+                        generator: torch.Generator | None = None) -> HierarchicalPosterior:
+    """λ initialised from the encoded observation (method.md §2) for the B observations y: the fit's default start."""
+    keypoints = resolve_keypoints(prior, config.keypoints)
+    posterior = HierarchicalPosterior(keypoints, prior.latent_shape, batch=y.shape[0], eta=config.eta).to(y.device)
+    with torch.no_grad():
+        z_y = prior.encode(operator.to_image(y))
+    posterior.initialize(prior, z_y, gamma=config.init_gamma, var_scale=config.init_var_scale,
+                         mean_noise=config.init_mean_noise, generator=generator)
+    return posterior
+
+
 def vipaint(prior: Prior, operator: Operator, likelihood, y: Tensor, n_samples: int = 4,
             config: VIPaintConfig = VIPaintConfig(), generator: torch.Generator | None = None,
             posterior: HierarchicalPosterior | None = None, callback=None, on_step=None,
@@ -99,14 +111,9 @@ def vipaint(prior: Prior, operator: Operator, likelihood, y: Tensor, n_samples: 
     ``timings``: a dict that receives the wall seconds of each stage (init, fit, bound, chain, refine).
     """
     stages = _Stages(timings, y.device)
-    keypoints = resolve_keypoints(prior, config.keypoints)
     B = y.shape[0]
     if posterior is None:
-        posterior = HierarchicalPosterior(keypoints, prior.latent_shape, batch=B, eta=config.eta).to(y.device)
-        with torch.no_grad():
-            z_y = prior.encode(operator.to_image(y))
-        posterior.initialize(prior, z_y, gamma=config.init_gamma, var_scale=config.init_var_scale,
-                             mean_noise=config.init_mean_noise, generator=generator)
+        posterior = hand_made_posterior(prior, operator, y, config, generator)
     stages.mark("init")
     result = fit(prior, posterior, likelihood, y, config.fit, generator, callback=callback, on_step=on_step)
     stages.mark("fit")
