@@ -137,9 +137,8 @@ def main(argv=None) -> None:
                     "plausibility_by_mask": {m: float(p[[k for k, mk in enumerate(a["mask"]) if mk == m]].mean())
                                              for m in dict.fromkeys(a["mask"])}}
         rows.append(row)
-    per_digit = acc
     verdict = None
-    ref, cand = per_digit.get(("hand", 50)), per_digit.get(("amortized", 10))
+    ref, cand = acc.get(("hand", 50)), acc.get(("amortized", 10))
     if ref and cand:
         verdict = {"elbo_diff": paired(cand["elbo"], ref["elbo"])}
         if ref["plausibility"]:

@@ -39,7 +39,7 @@ _NATIVE_BF16: dict[str, bool] = {}
 def native_bf16(device: torch.device) -> bool:
     """Whether ``device`` computes bf16 convolutions natively: a CUDA GPU that supports bf16, or a CPU with
     AVX512-BF16 or AMX. Elsewhere autocast emulates bf16 and is far *slower* than float32 (measured on an
-    AVX2-only CPU, 2026-12-01: the MNIST prior's forward pass 10-30x slower), so ``precision="bf16"`` falls
+    AVX2-only CPU, 2026-12-01: the MNIST prior's forward pass 16.5x slower), so ``precision="bf16"`` falls
     back to float32 there, with one warning per device type."""
     kind = torch.device(device).type
     if kind not in _NATIVE_BF16:
