@@ -18,6 +18,7 @@ from pathlib import Path
 from lightning.pytorch import LightningDataModule
 from lightning.pytorch.cli import LightningCLI
 
+from vipaint.distributed import release_process_group
 from vipaint.module import VIPaintModule
 
 DEFAULT_CONFIG = Path(__file__).resolve().parent / "configs" / "infer_default.yaml"
@@ -36,6 +37,12 @@ def main(argv: list[str] | None = None):
                    save_config_kwargs={"overwrite": True},
                    parser_kwargs={"default_config_files": defaults})
     trainer, model, data = cli.trainer, cli.model, cli.datamodule
+    with release_process_group():
+        _run(cli, trainer, model, data)
+    return trainer
+
+
+def _run(cli, trainer, model, data) -> None:
     # The fit needs autograd inside predict/test; inference mode would forbid it.
     if getattr(trainer, "_inference_mode", False) or trainer.predict_loop.inference_mode:
         raise SystemExit("set trainer.inference_mode: false (VIPaint optimises inside predict/test steps)")
@@ -47,7 +54,6 @@ def main(argv: list[str] | None = None):
     log_dir = trainer.log_dir  # a broadcast under DDP: every rank must call it, not only rank 0
     if trainer.is_global_zero and writer:
         print(f"vipaint: outputs in {os.path.abspath(writer[0].output_dir)}; logs in {log_dir}")
-    return trainer
 
 
 if __name__ == "__main__":

@@ -8,10 +8,13 @@ Each run saves its resolved config beside its logs. The amortized encoder will b
 from lightning.pytorch import LightningDataModule, LightningModule
 from lightning.pytorch.cli import LightningCLI
 
+from vipaint.distributed import release_process_group
+
 
 def main(args=None) -> None:
-    LightningCLI(LightningModule, LightningDataModule, subclass_mode_model=True, subclass_mode_data=True, args=args,
-                 save_config_kwargs={"overwrite": True})
+    with release_process_group():  # DDP runs would otherwise abort at exit (vipaint/distributed.py)
+        LightningCLI(LightningModule, LightningDataModule, subclass_mode_model=True, subclass_mode_data=True,
+                     args=args, save_config_kwargs={"overwrite": True})
 
 
 if __name__ == "__main__":
