@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["AmortizedEncoder", "save_encoder", "load_encoder", "shipped_encoder_for", "training_meta", "SHIPPED_ENCODERS", "WEIGHTS_NAME", "CONFIG_NAME"]
+__all__ = ["AmortizedEncoder", "save_encoder", "load_encoder", "shipped_encoder_for", "encoder_for", "training_meta", "SHIPPED_ENCODERS", "WEIGHTS_NAME", "CONFIG_NAME"]
 
 WEIGHTS_NAME, CONFIG_NAME = "encoder.safetensors", "config.json"
 _WEIGHTS = Path(__file__).resolve().parents[1] / "weights"
@@ -147,6 +147,29 @@ def shipped_encoder_for(prior) -> str | None:
     if not (folder / WEIGHTS_NAME).is_file():
         raise ValueError(f"the shipped encoder is missing from {folder}: the checkout is incomplete")
     return str(folder)
+
+
+def encoder_for(prior, keypoints: list[int], path: str | os.PathLike | None = None) -> AmortizedEncoder:
+    """The encoder that initialises VIPaint-K on ``prior`` at the resolved ``keypoints`` (timestep indices).
+
+    ``path``: an encoder folder or an ``AmortizedModule`` checkpoint; None takes the shipped prior's shipped
+    encoder. Errors name what does not match (no encoder for this prior, K, latent channels, keypoints).
+    """
+    path = path or shipped_encoder_for(prior)
+    if not path:
+        raise ValueError("init='amortized' needs an encoder for this prior (--model.encoder_ckpt PATH: an encoder "
+                         "folder or a checkpoint of `python train.py fit --config configs/amortized_mnist.yaml`); "
+                         "only the shipped prior 'vipaint-mnist' has a shipped encoder")
+    encoder, cfg = load_encoder(path)
+    enc = cfg["encoder"]
+    if (enc["latent_channels"], enc["n_keypoints"]) != (prior.latent_shape[0], len(keypoints)):
+        raise ValueError(f"the encoder in {path} predicts {enc['n_keypoints']} keypoints of {enc['latent_channels']} "
+                         f"channels; this run has K={len(keypoints)} on a prior with latent shape "
+                         f"{tuple(prior.latent_shape)} (set --model.vipaint.keypoints to the encoder's)")
+    trained = cfg.get("keypoints")
+    if trained and prior.schedule.keypoints(tuple(trained)) != list(keypoints):
+        raise ValueError(f"the encoder in {path} was trained for keypoints {trained}, this run uses {list(keypoints)}")
+    return encoder
 
 
 if __name__ == "__main__":  # python -m amortized.encoder CKPT DIR: export a training checkpoint's encoder

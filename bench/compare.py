@@ -5,6 +5,7 @@
     python bench/compare.py --data cifar10 --prior DIR --masks box50,half --device cuda
 
 Methods are ``NAME[:BUDGET]``: vipaint2 / vipaint4 (K = 2 / 4 keypoints; budget = fit iterations),
+vipaint2_amortized (VIPaint-2 from the amortized encoder's λ, ``amortized/``; the shipped prior's encoder),
 dps, red_diff (budget = steps), repaint (budget = levels of its 250/10/10 grid); no budget = the method's
 default. ``--vipaint-set fit.n_samples=4 refine.n_steps=25`` overrides ``VIPaintConfig`` fields for every
 VIPaint run. Images: MNIST test digits (first N; with labels for the plausibility score), CIFAR-10 test
@@ -31,7 +32,7 @@ from vipaint.baselines import BASELINES  # noqa: E402
 from vipaint.external import PixelPrior  # noqa: E402
 from vipaint.likelihood import GaussianLikelihood  # noqa: E402
 from vipaint.operators import Inpainting  # noqa: E402
-from vipaint.sampler import VIPaintConfig, vipaint  # noqa: E402
+from vipaint.sampler import VIPaintConfig, resolve_keypoints, vipaint  # noqa: E402
 from vipaint.schedule import DEFAULT_KEYPOINTS  # noqa: E402
 from vipaint.scoring import score_inpainting  # noqa: E402
 
@@ -66,16 +67,19 @@ def masks_for(kind: str, n: int, size: int, seed: int) -> torch.Tensor:
     return torch.stack([PRESETS[k]((size, size), torch.Generator().manual_seed(seed + i)) for i, k in enumerate(kinds)])
 
 
+VIPAINT_METHODS = ("vipaint2", "vipaint4", "vipaint2_amortized")
+
+
 def parse_method(spec: str) -> tuple[str, int | None]:
     name, _, budget = spec.partition(":")
-    if name not in ("vipaint2", "vipaint4") and name not in BASELINES:
-        raise SystemExit(f"unknown method {name!r}: vipaint2, vipaint4 or one of {sorted(BASELINES)}")
+    if name not in VIPAINT_METHODS and name not in BASELINES:
+        raise SystemExit(f"unknown method {name!r}: one of {sorted(VIPAINT_METHODS)} or {sorted(BASELINES)}")
     return name, int(budget) if budget else None
 
 
 def vipaint_config(name: str, budget: int | None, overrides: list[str]) -> VIPaintConfig:
     """VIPaintConfig for vipaint2/vipaint4, the fit budget and ``section.field=value`` overrides."""
-    cfg = VIPaintConfig(keypoints=DEFAULT_KEYPOINTS[int(name[-1])])
+    cfg = VIPaintConfig(keypoints=DEFAULT_KEYPOINTS[int(name[len("vipaint")])])
     for item in overrides:
         key, _, value = item.partition("=")
         *path, field = key.split(".")
@@ -95,7 +99,16 @@ def run_method(name: str, budget: int | None, prior, op, y, samples: int, gen, o
     if name.startswith("vipaint"):
         cfg = vipaint_config(name, budget, overrides)
         lik = GaussianLikelihood(op, prior, cfg.likelihood.marginalize_denoiser, cfg.likelihood.cg_steps)
-        out = vipaint(prior, op, lik, y, samples, cfg, gen)
+        posterior = None
+        if name.endswith("_amortized"):   # the encoder's λ instead of the hand-made one; its cost is in the seconds
+            from amortized.encoder import encoder_for
+            from amortized.module import initial_posterior
+
+            keypoints = resolve_keypoints(prior, cfg.keypoints)
+            encoder = encoder_for(prior, keypoints).to(y.device)
+            posterior = initial_posterior(encoder, prior, keypoints, op, y, op.keep_mask, cfg.eta, cfg.init_gamma,
+                                          cfg.init_var_scale)
+        out = vipaint(prior, op, lik, y, samples, cfg, gen, posterior=posterior)
         return out.samples, out.nfe, {"fit": dataclasses.asdict(cfg.fit), "refine": dataclasses.asdict(cfg.refine),
                                       "n_eval_samples": cfg.n_eval_samples, "keypoints": list(cfg.keypoints)}
     fn, cfg_cls = BASELINES[name]
@@ -173,8 +186,41 @@ def table(rows: list[dict]) -> str:
     lines = ["| method | budget | mask | " + " | ".join(c[1] for c in cols) + " |", "|" + "---|" * (3 + len(cols))]
     for r in rows:
         vals = [f"{r[k]:.{d}f}" if k in r else "-" for k, _, d in cols]
-        lines.append(f"| {r['method']} | {r['budget'] or 'default'} | {r['mask']} | " + " | ".join(vals) + " |")
+        lines.append(f"| {r['method']} | {'default' if r['budget'] is None else r['budget']} | {r['mask']} | " + " | ".join(vals) + " |")
     return "\n".join(lines)
+
+
+def run_header(args, device, n_images: int, script: str, argv) -> dict:
+    """What a result file records about its run (settings, device, date, command); ``rows`` is filled in."""
+    return {"prior": args.prior, "precision": args.precision, "data": args.data, "n_images": n_images,
+            "samples": args.samples, "seed": args.seed, "vipaint_set": args.vipaint_set, "sigma_y": SIGMA_Y,
+            "device": str(device) if device.type == "cpu" else torch.cuda.get_device_name(),
+            "threads": torch.get_num_threads(), "date": time.strftime("%Y-%m-%d"),
+            "command": " ".join([f"python bench/{script}", *(argv if argv is not None else sys.argv[1:])]),
+            "rows": []}
+
+
+SAME_RUN = ("prior", "precision", "data", "n_images", "samples", "seed", "vipaint_set", "sigma_y")
+
+
+def finished_rows(path: Path, report: dict) -> dict:
+    """Rows of an earlier run at ``path`` keyed by (method, budget, mask), if it used the same settings."""
+    if not path.is_file():
+        return {}
+    old = json.loads(path.read_text())
+    differ = [k for k in SAME_RUN if old.get(k) != report[k]]
+    if differ:
+        raise SystemExit(f"--resume: {path} was measured with other settings ({', '.join(differ)}); "
+                         f"choose another --out")
+    return {(r["method"], r["budget"], r["mask"]): r for r in old["rows"]}
+
+
+def write_json(path: Path, report: dict) -> None:
+    """Atomically: a reader (or a crash) never sees half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(report, indent=2) + "\n")
+    tmp.replace(path)
 
 
 def main(argv=None) -> None:
@@ -185,23 +231,22 @@ def main(argv=None) -> None:
     ap.add_argument("--samples", type=int, default=4)
     ap.add_argument("--vipaint-set", nargs="*", default=[], metavar="SECTION.FIELD=VALUE")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--resume", action="store_true", help="keep the rows of --out measured with the same settings")
     add_common_args(ap, "bench/compare.json")
     args = ap.parse_args(argv)
     device, prior, x_all, labels, classify = setup(args)
-    rows = []
+    report = run_header(args, device, len(x_all), "compare.py", argv)
+    done = finished_rows(Path(args.out), report) if args.resume else {}
     for mask in (args.masks or DEFAULT_MASKS[args.data]).split(","):
         for spec in args.methods.split(","):
             name, budget = parse_method(spec)
-            rows.append(evaluate(args, device, prior, x_all, labels, classify, name, budget, mask))
-            print(table(rows[-1:]).splitlines()[-1], flush=True)
-    report = {"prior": args.prior, "precision": args.precision, "data": args.data, "n_images": len(x_all),
-              "samples": args.samples,
-              "sigma_y": SIGMA_Y, "device": str(device) if device.type == "cpu" else torch.cuda.get_device_name(),
-              "threads": torch.get_num_threads(), "date": time.strftime("%Y-%m-%d"),
-              "command": " ".join(["python bench/compare.py", *(argv if argv is not None else sys.argv[1:])]),
-              "rows": rows}
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
+            row = done.get((name, budget, mask))
+            if row is None:
+                row = evaluate(args, device, prior, x_all, labels, classify, name, budget, mask)
+            report["rows"].append(row)
+            print(table([row]).splitlines()[-1], flush=True)
+            write_json(Path(args.out), report)   # after every row: a long run that stops keeps what it measured
+    rows = report["rows"]
     print("\n" + table(rows) + f"\n\nwrote {args.out}")
 
 

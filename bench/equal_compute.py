@@ -1,10 +1,11 @@
 """Quality against cost: each method at three budgets on one mask, plausibility against seconds per image.
 
-    python bench/equal_compute.py --data mnist --mask half --n-images 100      # CPU: about an hour
+    python bench/equal_compute.py --data mnist --mask pixels90 --n-images 32 --batch 16   # CPU: about 40 min
     python bench/equal_compute.py --n-images 8 --budgets "vipaint2=5,10 dps=20,50"   # a quick look
 
-Budgets (default): VIPaint-2 fit iterations 10 / 25 / 50; DPS steps 100 / 250 / 1000; RED-diff steps
-25 / 50 / 100; RePaint levels 50 / 100 / 250. Every point is ``bench/compare.py``'s ``evaluate`` (same
+Budgets (default, spanning about 0.5-10 s per digit on a 2-core CPU): VIPaint-2 fit iterations 10 / 25 / 50,
+and 0 / 10 / 25 from the amortized encoder's λ; DPS steps 50 / 100 / 250; RED-diff steps 25 / 100 / 400;
+RePaint levels 15 / 25 / 50. Every point is ``bench/compare.py``'s ``evaluate`` (same
 digits, masks, noise and scoring). Writes ``<out>.json`` and ``<out>.png`` (one curve per method; MNIST:
 plausibility, else PSNR in the hole) and prints the table. The question: at the same wall time per image,
 which method wins?
@@ -12,21 +13,17 @@ which method wins?
 from __future__ import annotations
 
 import argparse
-import json
 import sys
-import time
 from pathlib import Path
-
-import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.compare import add_common_args, evaluate, setup, table  # noqa: E402
+from bench.compare import add_common_args, evaluate, finished_rows, run_header, setup, table, write_json  # noqa: E402
 
-DEFAULT_BUDGETS = "vipaint2=10,25,50 dps=100,250,1000 red_diff=25,50,100 repaint=50,100,250"
+DEFAULT_BUDGETS = "vipaint2=10,25,50 vipaint2_amortized=0,10,25 dps=50,100,250 red_diff=25,100,400 repaint=15,25,50"
 
 
-def plot(rows: list[dict], metric: str, path: str) -> None:
+def plot(rows: list[dict], metric: str, path: str, n_images: int) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -34,14 +31,16 @@ def plot(rows: list[dict], metric: str, path: str) -> None:
 
     fig, ax = plt.subplots(figsize=(6, 4))
     for method in dict.fromkeys(r["method"] for r in rows):
-        pts = sorted((r["seconds_per_image"], r[metric], r["budget"]) for r in rows if r["method"] == method)
-        ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=method)
-        for s, v, b in pts:
+        pts = sorted((r["seconds_per_image"], r[metric], r.get(f"{metric}_se", 0.0), r["budget"])
+                     for r in rows if r["method"] == method)
+        ax.errorbar([p[0] for p in pts], [p[1] for p in pts], yerr=[p[2] for p in pts], marker="o", capsize=2,
+                    label=method)   # error bars: one standard error over images
+        for s, v, _, b in pts:
             ax.annotate(str(b), (s, v), textcoords="offset points", xytext=(3, 3), fontsize=7)
     ax.set_xscale("log")
     ax.set_xlabel("seconds per image (log)")
     ax.set_ylabel(metric)
-    ax.set_title(f"{metric} against cost, mask '{rows[0]['mask']}'")
+    ax.set_title(f"{metric} against cost: mask '{rows[0]['mask']}', {n_images} images, ±1 s.e.", fontsize=10)
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
@@ -56,24 +55,26 @@ def main(argv=None) -> None:
     ap.add_argument("--samples", type=int, default=4)
     ap.add_argument("--vipaint-set", nargs="*", default=[])
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--resume", action="store_true", help="keep the points of <out>.json measured with the same settings")
     add_common_args(ap, "bench/equal_compute")
     args = ap.parse_args(argv)
     device, prior, x_all, labels, classify = setup(args)
-    rows = []
+    report = {**run_header(args, device, len(x_all), "equal_compute.py", argv), "mask": args.mask}
+    out = Path(f"{args.out}.json")
+    done = finished_rows(out, report) if args.resume else {}
     for item in args.budgets.split():
         method, _, budgets = item.partition("=")
         for b in budgets.split(","):
-            rows.append(evaluate(args, device, prior, x_all, labels, classify, method, int(b), args.mask))
-            print(table(rows[-1:]).splitlines()[-1], flush=True)
+            row = done.get((method, int(b), args.mask))
+            if row is None:
+                row = evaluate(args, device, prior, x_all, labels, classify, method, int(b), args.mask)
+            report["rows"].append(row)
+            print(table([row]).splitlines()[-1], flush=True)
+            write_json(out, report)
+    rows = report["rows"]
     metric = "plausibility_mean" if labels is not None else "psnr_hole"
-    plot(rows, metric, f"{args.out}.png")
-    report = {"prior": args.prior, "data": args.data, "mask": args.mask, "n_images": len(x_all),
-              "samples": args.samples, "date": time.strftime("%Y-%m-%d"),
-              "device": str(device) if device.type == "cpu" else torch.cuda.get_device_name(),
-              "command": " ".join(["python bench/equal_compute.py", *(argv if argv is not None else sys.argv[1:])]),
-              "rows": rows}
-    Path(f"{args.out}.json").write_text(json.dumps(report, indent=2) + "\n")
-    print("\n" + table(rows) + f"\n\nwrote {args.out}.json and {args.out}.png")
+    plot(rows, metric, f"{args.out}.png", len(x_all))
+    print("\n" + table(rows) + f"\n\nwrote {out} and {args.out}.png")
 
 
 if __name__ == "__main__":

@@ -129,3 +129,11 @@ def test_amortized_init_needs_a_path_except_for_the_shipped_prior(tiny_prior):
 
     with pytest.raises(ValueError, match="encoder_ckpt"):
         VIPaintModule(prior=tiny_prior, init="amortized")
+
+
+def test_auto_init_is_hand_made_without_an_encoder(tiny_prior, tmp_path):
+    from vipaint.module import VIPaintModule
+
+    assert VIPaintModule(prior=tiny_prior).init == "hand"      # no shipped encoder for this prior: no error
+    with pytest.raises(ValueError, match="init must be"):
+        VIPaintModule(prior=tiny_prior, init="amortised")

@@ -81,3 +81,16 @@ def test_infer_finds_the_shipped_encoder_without_a_path():
     assert out["status"] == ["ok", "ok"] and torch.isfinite(out["samples"]).all()
     with pytest.raises(ValueError, match="trained for keypoints"):
         VIPaintModule(prior=prior, init="amortized", vipaint=VIPaintConfig(keypoints=(600, 300)))
+
+
+def test_auto_init_uses_the_encoder_only_where_it_fits():
+    from vipaint.module import VIPaintModule
+    from vipaint.sampler import VIPaintConfig
+    from vipaint.schedule import DEFAULT_KEYPOINTS
+
+    prior = PixelPrior("vipaint-mnist")
+    assert VIPaintModule(prior=prior).init == "amortized"                     # the default: shipped prior + encoder
+    for other in ((600, 300), DEFAULT_KEYPOINTS[4]):                            # keypoints the encoder was not trained for
+        assert VIPaintModule(prior=prior, vipaint=VIPaintConfig(keypoints=other)).init == "hand"
+    assert VIPaintModule(prior=prior, method="dps").encoder is None             # baselines never load it
+    assert VIPaintModule(prior=prior, init="hand").init == "hand"
