@@ -96,3 +96,32 @@ def test_isotropic_guidance_is_approximate(gaussian_prior, problem):
     mean_err, _, _ = errors(iso.samples[0], problem)
     print(f"isotropic guidance: mean error {mean_err:.3f} prior std")
     assert 0.1 < mean_err < 0.45  # better than the prior, worse than exact guidance
+
+
+def _cg_gradient(prior, problem, cg_steps, t=500, seed=3):
+    """∇_z of the likelihood at x = x̂_0(z_t): the refiner's guide, for one noisy z_t."""
+    g = torch.Generator().manual_seed(seed)
+    z = torch.randn(2, 1, 8, 8, generator=g, dtype=torch.float32).requires_grad_(True)
+    lik = GaussianLikelihood(problem["op"], prior, cg_steps=cg_steps)
+    x = prior.denoise(z, torch.full((2,), t))[0]
+    (grad,) = torch.autograd.grad(lik(problem["y"], x, t, z).sum(), z)
+    return grad, lik.cg_fallbacks
+
+
+def test_cg_falls_back_to_the_isotropic_gradient_where_the_jacobian_is_no_covariance(schedule, problem):
+    """A 'denoiser' with a negative-definite Jacobian (prior covariance -0.05 I): C = σ_y² I + c A J Aᵀ is no
+    covariance, so CG would divide by ~0; every sample must fall back to exactly the isotropic gradient."""
+    from vipaint.gaussian import GaussianPrior
+
+    bad = GaussianPrior(torch.zeros(1, 8, 8), -0.05 * torch.eye(64), schedule)
+    bad.data_std = 0.5            # its own would be the root of a negative variance; r_t² needs a number
+    iso, _ = _cg_gradient(bad, problem, cg_steps=0)
+    cg, fallbacks = _cg_gradient(bad, problem, cg_steps=5)
+    assert fallbacks == 2 and torch.isfinite(iso).all() and torch.isfinite(cg).all()
+    torch.testing.assert_close(cg, iso)
+
+
+def test_cg_is_kept_where_the_jacobian_is_a_covariance(gaussian_prior, problem):
+    iso, _ = _cg_gradient(gaussian_prior, problem, cg_steps=0)
+    cg, fallbacks = _cg_gradient(gaussian_prior, problem, cg_steps=5)
+    assert fallbacks == 0 and (cg - iso).abs().max() > 1e-3 * iso.abs().max()

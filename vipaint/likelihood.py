@@ -34,9 +34,10 @@ class LikelihoodConfig:
         kind: "gaussian" (a density, default) or "authors" (L1 + LPIPS of method.md §3; inpainting only).
         marginalize_denoiser: add r_t² to the Gaussian's variance (see ``GaussianLikelihood``).
         cg_steps: conjugate-gradient steps for a covariance-aware Gaussian gradient (pixel priors; 0 = off;
-            each step costs one more backward pass). Exact for Gaussian and mixture priors; on a learned
-            denoiser the Jacobian need not be symmetric positive definite and CG diverged (NaN samples on the
-            MNIST prior at 90% missing pixels, bench/README.md), so it is not for learned priors yet.
+            each step costs one more backward pass). Exact for Gaussian and mixture priors. A learned
+            denoiser's Jacobian need not be positive semi-definite; where CG meets a curvature no covariance
+            can have, that sample falls back to the isotropic gradient (unguarded, CG gave NaN samples on the
+            MNIST prior at 90% missing pixels, bench/README.md).
         lpips_net: LPIPS network of the authors' loss ("vgg" as they use, or "alex").
         lpips_backbone: local folder (or file) of the LPIPS backbone; None = ``$VIPAINT_LPIPS_BACKBONE_DIR``,
             else torchvision's download (``vipaint.resources``).
@@ -79,6 +80,7 @@ class GaussianLikelihood(_Likelihood):
         if cg_steps and (prior is None or prior.is_latent):
             raise ValueError("cg_steps > 0 needs a pixel prior (Cov[x_0 | z_t] comes from its denoiser's Jacobian)")
         self.cg_steps = int(cg_steps)
+        self.cg_fallbacks = 0   # samples × calls that fell back to the isotropic gradient (diagnostics)
 
     def extra_var(self, t: int | Tensor, device: torch.device) -> Tensor | float:
         if not self.marginalize_denoiser:
@@ -90,12 +92,21 @@ class GaussianLikelihood(_Likelihood):
         value = op.log_likelihood(y, x, self.extra_var(t, x.device))
         if self.cg_steps <= 0 or z is None or not x.requires_grad:
             return value
-        grad_x = self._cg_direction(y, op, x, z, int(t))
+        grad_x, sound = self._cg_direction(y, op, x, z, int(t))
+        grad_x = torch.where(sound, grad_x, torch.zeros_like(grad_x))
         surrogate = (grad_x * x).flatten(1).sum(1)   # its gradient w.r.t. x is Aᵀ C⁻¹ r
-        return value.detach() + surrogate - surrogate.detach()
+        guided = value.detach() + surrogate - surrogate.detach()
+        # Where CG met a curvature no covariance can have, that sample keeps the isotropic gradient.
+        self.cg_fallbacks += int((~sound).sum())
+        return torch.where(sound.flatten(), guided, value)
 
-    def _cg_direction(self, y: Tensor, op: Operator, x: Tensor, z: Tensor, t: int) -> Tensor:
-        """Aᵀ C⁻¹ (y - A x), detached, by ``cg_steps`` of conjugate gradients."""
+    def _cg_direction(self, y: Tensor, op: Operator, x: Tensor, z: Tensor, t: int) -> tuple[Tensor, Tensor]:
+        """(Aᵀ C⁻¹ (y - A x) by ``cg_steps`` of conjugate gradients, detached; (N, 1, 1, 1) bool: CG was sound).
+
+        C = σ_y² I + c A J Aᵀ is a covariance only if the denoiser's Jacobian J is positive semi-definite, and
+        then every search direction p has pᵀ C p ≥ σ_y² pᵀ p. A learned denoiser's J can break that (the
+        MNIST prior did: NaN samples), and CG then divides by ~0 or climbs; such a sample is marked unsound.
+        """
         c = float(tweedie_scale(self.prior.schedule.alpha_bar(t)))
         w = op.valid(y).expand_as(y)
 
@@ -108,13 +119,17 @@ class GaussianLikelihood(_Likelihood):
 
         r = w * (y - op.forward(x.detach()))
         v, p, rr = torch.zeros_like(r), r.clone(), dot(r, r)
+        sound = torch.ones_like(rr, dtype=torch.bool)
         for _ in range(self.cg_steps):
             ap = matvec(p)
-            step = rr / dot(p, ap).clamp_min(1e-30)
+            curvature = dot(p, ap)
+            sound &= torch.isfinite(curvature) & (curvature >= 0.5 * op.sigma_y**2 * dot(p, p))
+            step = rr / curvature.clamp_min(1e-30)
             v, r = v + step * p, r - step * ap
             rr_new = dot(r, r)
             p, rr = r + (rr_new / rr.clamp_min(1e-30)) * p, rr_new
-        return op.adjoint(v).detach()
+        sound &= torch.isfinite(v).flatten(1).all(1).reshape(sound.shape)
+        return op.adjoint(v).detach(), sound
 
 
 class AuthorsReconstruction(_Likelihood):

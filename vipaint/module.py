@@ -92,9 +92,12 @@ class VIPaintModule(pl.LightningModule):
         from amortized.encoder import encoder_for, shipped_encoder_for
 
         if init == "auto" and path is None:
-            try:   # the shipped encoder, if this prior has one and it was trained for these keypoints
-                return encoder_for(self.prior, self.keypoints) if shipped_encoder_for(self.prior) else None
-            except ValueError:
+            if not shipped_encoder_for(self.prior):
+                return None
+            try:   # the shipped encoder, if it was trained for these keypoints
+                return encoder_for(self.prior, self.keypoints)
+            except ValueError as err:
+                log.info("init 'auto': the hand-made λ, since the shipped encoder does not fit this run (%s)", err)
                 return None
         return encoder_for(self.prior, self.keypoints, path)
 
