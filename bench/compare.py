@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import json
 import sys
 import time
@@ -94,6 +95,14 @@ def vipaint_config(name: str, budget: int | None, overrides: list[str]) -> VIPai
     return cfg
 
 
+@functools.lru_cache(maxsize=None)
+def _encoder(prior, keypoints: tuple[int, ...]):
+    """The prior's encoder, read from disk once per run rather than once per batch."""
+    from amortized.encoder import encoder_for
+
+    return encoder_for(prior, list(keypoints))
+
+
 def run_method(name: str, budget: int | None, prior, op, y, samples: int, gen, overrides: list[str]):
     """(samples (B, N, C, H, W), network evaluations per image, the settings used)."""
     if name.startswith("vipaint"):
@@ -101,11 +110,10 @@ def run_method(name: str, budget: int | None, prior, op, y, samples: int, gen, o
         lik = GaussianLikelihood(op, prior, cfg.likelihood.marginalize_denoiser, cfg.likelihood.cg_steps)
         posterior = None
         if name.endswith("_amortized"):   # the encoder's λ instead of the hand-made one; its cost is in the seconds
-            from amortized.encoder import encoder_for
             from amortized.module import initial_posterior
 
             keypoints = resolve_keypoints(prior, cfg.keypoints)
-            encoder = encoder_for(prior, keypoints).to(y.device)
+            encoder = _encoder(prior, tuple(keypoints)).to(y.device)
             posterior = initial_posterior(encoder, prior, keypoints, op, y, op.keep_mask, cfg.eta, cfg.init_gamma,
                                           cfg.init_var_scale)
         out = vipaint(prior, op, lik, y, samples, cfg, gen, posterior=posterior)
