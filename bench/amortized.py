@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import sys
 import time
 from pathlib import Path
@@ -26,10 +25,10 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from amortized.encoder import load_encoder, shipped_encoder_for  # noqa: E402
+from amortized.encoder import encoder_for, shipped_encoder_for  # noqa: E402
 from amortized.module import initial_posterior  # noqa: E402
 from datamodules.masks import MIX4  # noqa: E402
-from bench.compare import DEFAULT_MASKS, SIGMA_Y, add_common_args, masks_for, setup  # noqa: E402
+from bench.compare import DEFAULT_MASKS, SIGMA_Y, add_common_args, masks_for, setup, write_json  # noqa: E402
 from vipaint.fit import fit  # noqa: E402
 from vipaint.likelihood import GaussianLikelihood  # noqa: E402
 from vipaint.operators import Inpainting  # noqa: E402
@@ -91,6 +90,8 @@ def main(argv=None) -> None:
     ap.add_argument("--budgets", default="0,5,10,25,50")
     ap.add_argument("--masks", default=None, help="comma-separated mask presets, or mix4 (default: the four "
                                                   "benchmark masks, each on every digit)")
+    ap.add_argument("--keypoints", default=None, help="comma-separated timestep indices (default: the prior's "
+                                                      "default keypoints; must be the encoder's)")
     ap.add_argument("--seed", type=int, default=0)
     add_common_args(ap, "bench/amortized.json")
     args = ap.parse_args(argv)
@@ -99,10 +100,10 @@ def main(argv=None) -> None:
     path = args.encoder or shipped_encoder_for(prior)
     if path is None:
         raise SystemExit(f"--encoder is needed: the prior {args.prior!r} has no shipped encoder")
-    encoder, enc_cfg = load_encoder(path)
-    encoder = encoder.to(device)
-    base = VIPaintConfig(keypoints=tuple(enc_cfg["keypoints"]) if enc_cfg.get("keypoints") else None,
+    base = VIPaintConfig(keypoints=tuple(int(k) for k in args.keypoints.split(",")) if args.keypoints else None,
                          n_eval_samples=EVAL_SAMPLES)
+    # the same lookup and checks (K, channels, trained keypoints) as `infer.py --model.init amortized`
+    encoder = encoder_for(prior, resolve_keypoints(prior, base.keypoints), path).to(device)
     size = prior.image_shape[-1]
     budgets = [int(b) for b in args.budgets.split(",")]
     acc = {(init, n): {"elbo": [], "plausibility": [], "psnr": [], "mask": [], "seconds": 0.0, "nfe": 0.0}
@@ -150,8 +151,7 @@ def main(argv=None) -> None:
               "device": str(device) if device.type == "cpu" else torch.cuda.get_device_name(),
               "command": " ".join(["python bench/amortized.py", *(argv if argv is not None else sys.argv[1:])]),
               "rows": rows, "claim_amortized10_vs_hand50": verdict}
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
+    write_json(Path(args.out), report)
     print("\n| init | fit iterations | bound (nats) | plausibility | PSNR hole | s / image | NFE / image |\n"
           "|---|---|---|---|---|---|---|")
     for r in rows:

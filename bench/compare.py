@@ -198,6 +198,42 @@ def table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+LABELS = {"vipaint2": "VIPaint-2, hand-made init (paper)", "vipaint2_amortized": "VIPaint-2, amortized init (default)",
+          "vipaint4": "VIPaint-4, hand-made init", "dps": "DPS", "red_diff": "RED-diff", "repaint": "RePaint"}
+UNITS = {"dps": "steps", "red_diff": "steps", "repaint": "levels"}
+
+
+def _budget(r: dict) -> str:
+    if r["method"].startswith("vipaint"):
+        return f"fit {r['settings']['fit']['n_iter']}"
+    steps = r["settings"].get("n_levels", r["settings"].get("n_steps"))
+    return f"{steps} {UNITS.get(r['method'], 'steps')}"
+
+
+def readme_table(report: dict) -> str:
+    """The table of ``bench/README.md`` from a run's JSON: rows grouped by mask in run order, plausibility ± its
+    standard error, the best plausibility of each mask in bold (ties all bold)."""
+    rows = report["rows"]
+    cols = [c for c in COLUMNS if any(c[0] in r for r in rows)]
+    cols = [(k, f"best of {report['samples']}", 2) if k == "plausibility_best" else (k, h, d) for k, h, d in cols]
+    head = ["mask", "method", "budget", *(h.replace("image", "digit") for _, h, _ in cols)]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    masks = list(dict.fromkeys(r["mask"] for r in rows))
+    for mask in masks:
+        group = [r for r in rows if r["mask"] == mask]
+        best = max(round(r["plausibility_mean"], 3) for r in group)
+        for r in group:
+            vals = []
+            for k, _, d in cols:
+                v = f"{r[k]:.{d}f}" if k in r else "-"
+                if k == "plausibility_mean":
+                    v += f" ± {r['plausibility_mean_se']:.3f}" if "plausibility_mean_se" in r else ""
+                    v = f"**{v}**" if round(r[k], 3) == best else v
+                vals.append(v)
+            lines.append(f"| {mask} | {LABELS.get(r['method'], r['method'])} | {_budget(r)} | " + " | ".join(vals) + " |")
+    return "\n".join(lines)
+
+
 def run_header(args, device, n_images: int, script: str, argv) -> dict:
     """What a result file records about its run (settings, device, date, command); ``rows`` is filled in."""
     return {"prior": args.prior, "precision": args.precision, "data": args.data, "n_images": n_images,
@@ -241,7 +277,11 @@ def main(argv=None) -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--resume", action="store_true", help="keep the rows of --out measured with the same settings")
     add_common_args(ap, "bench/compare.json")
+    ap.add_argument("--render", metavar="JSON", help="print the README table of an earlier run's JSON and exit")
     args = ap.parse_args(argv)
+    if args.render:
+        print(readme_table(json.loads(Path(args.render).read_text())))
+        return
     device, prior, x_all, labels, classify = setup(args)
     report = run_header(args, device, len(x_all), "compare.py", argv)
     done = finished_rows(Path(args.out), report) if args.resume else {}

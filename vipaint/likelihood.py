@@ -80,7 +80,12 @@ class GaussianLikelihood(_Likelihood):
         if cg_steps and (prior is None or prior.is_latent):
             raise ValueError("cg_steps > 0 needs a pixel prior (Cov[x_0 | z_t] comes from its denoiser's Jacobian)")
         self.cg_steps = int(cg_steps)
-        self.cg_fallbacks = 0   # samples × calls that fell back to the isotropic gradient (diagnostics)
+        self._fallbacks: Tensor | int = 0   # kept on the device: reading it every call would sync a GPU per step
+
+    @property
+    def cg_fallbacks(self) -> int:
+        """Samples × calls whose CG direction was unsound and kept the isotropic gradient (diagnostics)."""
+        return int(self._fallbacks)
 
     def extra_var(self, t: int | Tensor, device: torch.device) -> Tensor | float:
         if not self.marginalize_denoiser:
@@ -97,7 +102,7 @@ class GaussianLikelihood(_Likelihood):
         surrogate = (grad_x * x).flatten(1).sum(1)   # its gradient w.r.t. x is Aᵀ C⁻¹ r
         guided = value.detach() + surrogate - surrogate.detach()
         # Where CG met a curvature no covariance can have, that sample keeps the isotropic gradient.
-        self.cg_fallbacks += int((~sound).sum())
+        self._fallbacks = self._fallbacks + (~sound).sum()
         return torch.where(sound.flatten(), guided, value)
 
     def _cg_direction(self, y: Tensor, op: Operator, x: Tensor, z: Tensor, t: int) -> tuple[Tensor, Tensor]:

@@ -13,7 +13,7 @@ From z_{T_s} (a sample of the fitted q) down to t = 0 on a strided grid T_s = τ
 output                            D(x̂_0^y) at the last grid point (t = 0), clamped to ``prior.output_range``
 ================================  ==================================================================
 
-The default is the Tweedie form with η = 1 (a stochastic DDPM step) on 50 strided steps: for a Gaussian
+The default is the Tweedie form with η = 1 (a stochastic DDPM step) on 25 strided steps: for a Gaussian
 prior and likelihood with exact r_t² it is the exact conditional mean step, so refinement keeps the
 posterior's spread instead of collapsing it (the authors' deterministic refinement gets all its
 diversity from q). Each step costs one network forward and one backward to z_t.
