@@ -6,7 +6,6 @@ of an earlier run with the same settings: checked end to end on a tiny random pr
 import json
 
 import pytest
-
 import torch
 
 from bench import amortized, compare, equal_compute
