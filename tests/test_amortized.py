@@ -131,7 +131,7 @@ def test_amortized_init_needs_a_path_except_for_the_shipped_prior(tiny_prior):
         VIPaintModule(prior=tiny_prior, init="amortized")
 
 
-def test_auto_init_is_hand_made_without_an_encoder(tiny_prior, tmp_path):
+def test_auto_init_is_hand_made_without_an_encoder(tiny_prior):
     from vipaint.module import VIPaintModule
 
     assert VIPaintModule(prior=tiny_prior).init == "hand"      # no shipped encoder for this prior: no error

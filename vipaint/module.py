@@ -92,10 +92,11 @@ class VIPaintModule(pl.LightningModule):
         from amortized.encoder import encoder_for, shipped_encoder_for
 
         if init == "auto" and path is None:
-            if not shipped_encoder_for(self.prior):
+            shipped = shipped_encoder_for(self.prior)
+            if not shipped:
                 return None
             try:   # the shipped encoder, if it was trained for these keypoints
-                return encoder_for(self.prior, self.keypoints)
+                return encoder_for(self.prior, self.keypoints, shipped)
             except ValueError as err:
                 log.info("init 'auto': the hand-made λ, since the shipped encoder does not fit this run (%s)", err)
                 return None
