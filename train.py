@@ -8,7 +8,7 @@ Each run saves its resolved config beside its logs. The amortized encoder will b
 from lightning.pytorch import LightningDataModule, LightningModule
 from lightning.pytorch.cli import LightningCLI
 
-from vipaint.distributed import release_process_group
+from vipaint.jobs.distributed import release_process_group
 
 
 def main(args=None) -> None:

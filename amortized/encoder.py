@@ -20,12 +20,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["AmortizedEncoder", "save_encoder", "load_encoder", "shipped_encoder_for", "encoder_for", "training_meta", "SHIPPED_ENCODERS", "WEIGHTS_NAME", "CONFIG_NAME"]
+from vipaint.atomic import atomic_save_json, atomic_write_bytes
+from vipaint.posterior import HierarchicalPosterior
+from vipaint.priors.shipped import SHIPPED_ENCODERS
+
+__all__ = ["AmortizedEncoder", "save_encoder", "load_encoder", "shipped_encoder_for", "encoder_for", "training_meta", "predict_posterior", "AmortizedInit", "WEIGHTS_NAME", "CONFIG_NAME"]
 
 WEIGHTS_NAME, CONFIG_NAME = "encoder.safetensors", "config.json"
-_WEIGHTS = Path(__file__).resolve().parents[1] / "weights"
-# Shipped prior folder -> the encoder trained on it by `python train.py fit --config configs/amortized_mnist.yaml`.
-SHIPPED_ENCODERS: dict[Path, Path] = {_WEIGHTS / "mnist-ddpm": _WEIGHTS / "mnist-amortized"}
 
 
 class _ResBlock(nn.Module):
@@ -79,8 +80,6 @@ def save_encoder(encoder: AmortizedEncoder, folder: str | os.PathLike, meta: dic
     keypoints and init settings it was trained for) into ``folder``, each file atomically."""
     from safetensors.torch import save
 
-    from vipaint.outputs import atomic_save_json, atomic_write_bytes
-
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().to("cpu", torch.float32).contiguous() for k, v in encoder.state_dict().items()}
@@ -113,7 +112,7 @@ def load_encoder(path: str | os.PathLike) -> tuple[AmortizedEncoder, dict]:
         w = state["stem.weight"]
         kwargs = {"latent_channels": w.shape[1] - 1, "n_keypoints": state["out.weight"].shape[0] // (3 * (w.shape[1] - 1)),
                   "width": hp.get("width", 64), "depth": hp.get("depth", 2)}
-        cfg = {"encoder": kwargs, **training_meta(hp, ckpt.get("global_step"))}
+        cfg = {"encoder": kwargs, **_meta_from_hparams(hp, ckpt.get("global_step"))}
     encoder = AmortizedEncoder(**kwargs)
     try:
         encoder.load_state_dict(state)
@@ -122,18 +121,53 @@ def load_encoder(path: str | os.PathLike) -> tuple[AmortizedEncoder, dict]:
     return encoder.eval().requires_grad_(False), cfg
 
 
-def training_meta(hparams: dict, global_step: int | None = None, prior_name: str | None = None) -> dict:
-    """What an encoder was trained for, from ``AmortizedModule``'s hyperparameters: the keypoints (on the
-    1000-step convention of ``VIPaintConfig.keypoints``; None there means the K=2 default), the init settings
-    its residuals are relative to, the observation model, the prior and the training steps."""
-    from vipaint.schedule import DEFAULT_KEYPOINTS
+def training_meta(config, operator, global_step: int | None = None, prior_name: str | None = None) -> dict:
+    """What an encoder was trained for: the keypoints (nominal 1000-step levels, ``VIPaintConfig.keypoints``),
+    the init settings its residuals are relative to, the observation model, the prior and the training steps.
+    ``config``: a ``VIPaintConfig``; ``operator``: an ``OperatorConfig``."""
+    return {"keypoints": [int(k) for k in config.keypoints], "eta": config.eta, "init_gamma": config.init.gamma,
+            "init_var_scale": config.init.var_scale, "operator": {"name": operator.name, "sigma_y": operator.sigma_y},
+            "prior": prior_name, "global_step": global_step}
 
+
+def _meta_from_hparams(hparams: dict, global_step: int | None) -> dict:
+    """``training_meta`` from an ``AmortizedModule`` checkpoint's (plain) hyperparameters."""
+    from vipaint.operators import OperatorConfig
+    from vipaint.pipeline import InitConfig, VIPaintConfig
+
+    vip = dict(hparams.get("vipaint") or {})
+    config = VIPaintConfig(keypoints=tuple(vip.get("keypoints") or VIPaintConfig.keypoints),
+                           eta=vip.get("eta", VIPaintConfig.eta), init=InitConfig(**(vip.get("init") or {})))
     op = dict(hparams.get("operator") or {})
-    keypoints = hparams.get("keypoints") or DEFAULT_KEYPOINTS[2]
-    return {"keypoints": [int(k) for k in keypoints],
-            **{k: hparams[k] for k in ("eta", "init_gamma", "init_var_scale") if k in hparams},
-            "operator": {k: op[k] for k in ("name", "sigma_y") if k in op}, "prior": prior_name,
-            "global_step": global_step}
+    return training_meta(config, OperatorConfig(**op), global_step)
+
+
+def predict_posterior(encoder: AmortizedEncoder, prior, keypoints: list[int], operator, y: Tensor,
+                      keep_mask: Tensor, config) -> HierarchicalPosterior:
+    """λ = hand-made init + encoder residuals, as a posterior differentiable w.r.t. the encoder (training).
+    ``keypoints``: resolved timestep indices; ``config``: the ``VIPaintConfig`` (eta, init)."""
+    with torch.no_grad():
+        z_y = prior.encode(operator.to_image(y))
+    base = HierarchicalPosterior(keypoints, prior.latent_shape, batch=y.shape[0], eta=config.eta).to(y.device)
+    mu0, logvar0, gamma0 = base.initial_values(prior, z_y, gamma=config.init.gamma, var_scale=config.init.var_scale)
+    d_mu, d_logvar, d_gamma = encoder(z_y, keep_mask)
+    return HierarchicalPosterior.from_tensors(keypoints, mu0 + d_mu, logvar0 + d_logvar, gamma0 + d_gamma,
+                                              eta=config.eta)
+
+
+class AmortizedInit:
+    """An ``Initialiser`` (``vipaint.pipeline``): the encoder's λ for a batch whose keep mask is ``keep_mask``, as a
+    fresh posterior whose parameters are leaves, which the per-image fit then fine-tunes."""
+
+    def __init__(self, encoder: AmortizedEncoder, keep_mask: Tensor):
+        self.encoder, self.keep_mask = encoder, keep_mask
+
+    def __call__(self, prior, operator, y: Tensor, keypoints: list[int], config, generator=None):
+        with torch.no_grad():
+            pred = predict_posterior(self.encoder, prior, keypoints, operator, y, self.keep_mask, config)
+        post = HierarchicalPosterior(keypoints, prior.latent_shape, batch=y.shape[0], eta=config.eta)
+        post.load_parameters(pred.mu.float(), pred.logvar.float(), pred.gamma.float())
+        return post.to(y.device)
 
 
 def shipped_encoder_for(prior) -> str | None:

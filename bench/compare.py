@@ -1,41 +1,46 @@
 """Side-by-side benchmark: VIPaint vs DPS, RED-diff and RePaint on the same prior, images and masks.
 
-    python bench/compare.py --data mnist --n-images 100 --samples 4                 # the MNIST table (CPU: hours)
-    python bench/compare.py --data mnist --n-images 8 --methods vipaint2,dps:50      # a quick look
-    python bench/compare.py --data cifar10 --prior DIR --masks box50,half --device cuda
+    python -m bench.compare --data mnist --n-images 100 --samples 4                 # the MNIST table (CPU: hours)
+    python -m bench.compare --data mnist --n-images 8 --methods vipaint2,dps:50      # a quick look
+    python -m bench.compare --data cifar10 --prior DIR --masks box50,half --device cuda
+    python -m bench.compare --render bench/results/compare_mnist.json               # the README table of a run
 
-Methods are ``NAME[:BUDGET]``: vipaint2 / vipaint4 (K = 2 / 4 keypoints; budget = fit iterations),
-vipaint2_amortized (VIPaint-2 from the amortized encoder's λ, ``amortized/``; the shipped prior's encoder),
-dps, red_diff (budget = steps), repaint (budget = levels of its 250/10/10 grid); no budget = the method's
-default. ``--vipaint-set fit.n_samples=4 refine.n_steps=25`` overrides ``VIPaintConfig`` fields for every
-VIPaint run. Images: MNIST test digits (first N; with labels for the plausibility score), CIFAR-10 test
-(first N, one per class in turn), or the scikit-image photos (``--data demo``). Masks are seeded per image
-and identical for every method. Every method is scored by ``vipaint.scoring.score_inpainting`` (MNIST:
-plausibility by the bench's digit classifier, ``bench/digit_classifier.py``). Prints a table, writes JSON.
+Methods are ``NAME[:BUDGET]``: vipaint2 / vipaint4 (K = 2 / 4 keypoints, the paper's hand-made λ; budget = fit
+iterations), vipaint2_amortized (VIPaint-2 from the amortized encoder's λ, ``amortized/``; the shipped prior's
+encoder), dps, red_diff (budget = steps), repaint (budget = levels of its 250/10/10 grid); no budget = the
+method's default. Every method runs through the one entry point, ``vipaint.Inpainter`` (one per method and
+budget, built once per run and reused for every batch and mask): it fills in the prior's tuned settings (the
+shipped MNIST prior's guidance weight ζ = 2; ``--vipaint-set refine.scale=1`` for the isotropic weight),
+builds the likelihood from ``likelihood.*`` and counts the network evaluations (``Restoration.nfe``).
+``--vipaint-set fit.n_samples=4 refine.n_steps=25`` overrides ``VIPaintConfig`` fields for every VIPaint run.
+Images: MNIST test digits (first N; with labels for the plausibility score), CIFAR-10 test (first N, one per
+class in turn), or the scikit-image photos (``--data demo``). Masks are seeded per image and identical for every
+method, and so is the observation noise (σ_y = 0.05, drawn from the batch's seed). Every method is scored by
+``vipaint.evaluation.scoring.score_inpainting`` (MNIST: plausibility by the bench's digit classifier,
+``bench/digit_classifier.py``). Prints a table, writes JSON (default under ``bench/results/``), one row at a
+time; ``--resume`` keeps the rows of an earlier run with the same settings.
 """
 from __future__ import annotations
 
 import argparse
 import dataclasses
-import functools
 import json
-import sys
 import time
 from pathlib import Path
 
 import torch
 import yaml
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from datamodules.masks import MIX4, PRESETS  # noqa: E402
-from vipaint.baselines import BASELINES  # noqa: E402
-from vipaint.external import PixelPrior  # noqa: E402
-from vipaint.likelihood import GaussianLikelihood  # noqa: E402
-from vipaint.operators import Inpainting  # noqa: E402
-from vipaint.sampler import VIPaintConfig, resolve_keypoints, vipaint  # noqa: E402
-from vipaint.schedule import DEFAULT_KEYPOINTS  # noqa: E402
-from vipaint.scoring import score_inpainting  # noqa: E402
+from bench.report import RESULTS, header, write_json
+from datamodules.masks import MIX4, PRESETS
+from vipaint.atomic import to_jsonable
+from vipaint.baselines import BASELINES, BaselinesConfig
+from vipaint.evaluation.scoring import score_inpainting
+from vipaint.jobs.api import Inpainter
+from vipaint.operators import OperatorConfig
+from vipaint.pipeline import VIPaintConfig
+from vipaint.priors.shipped import load_prior
+from vipaint.schedule import DEFAULT_KEYPOINTS
 
 DEFAULT_MASKS = {"mnist": "half,box50,strokes,pixels90", "cifar10": "box50,random_boxes,half,strokes",
                  "demo": "box50,half"}
@@ -78,56 +83,63 @@ def parse_method(spec: str) -> tuple[str, int | None]:
     return name, int(budget) if budget else None
 
 
-def vipaint_config(name: str, budget: int | None, overrides: list[str]) -> VIPaintConfig:
-    """VIPaintConfig for vipaint2/vipaint4, the fit budget and ``section.field=value`` overrides."""
-    cfg = VIPaintConfig(keypoints=DEFAULT_KEYPOINTS[int(name[len("vipaint")])])
+def _override(obj, path: list[str], value, item: str):
+    """``obj`` (a dataclass) with the field at ``path`` set to ``value``, every level rebuilt so that its own
+    checks (``__post_init__``) run on the new value."""
+    head, *rest = path
+    if not dataclasses.is_dataclass(obj) or head not in {f.name for f in dataclasses.fields(obj)}:
+        raise SystemExit(f"--vipaint-set {item}: VIPaintConfig has no field {item.partition('=')[0]}")
+    new = _override(getattr(obj, head), rest, value, item) if rest else value
+    return dataclasses.replace(obj, **{head: new})
+
+
+def apply_overrides(cfg: VIPaintConfig, overrides: list[str]) -> VIPaintConfig:
+    """``cfg`` with ``--vipaint-set`` items (``section.field=value``, values parsed as YAML) applied."""
     for item in overrides:
         key, _, value = item.partition("=")
-        *path, field = key.split(".")
-        target = cfg
-        for p in path:
-            target = getattr(target, p)
-        if not hasattr(target, field):
-            raise SystemExit(f"--vipaint-set {item}: VIPaintConfig has no field {key}")
-        setattr(target, field, yaml.safe_load(value))
-    if budget is not None:
-        cfg.fit.n_iter = budget
+        cfg = _override(cfg, key.split("."), yaml.safe_load(value), item)
     return cfg
 
 
-@functools.lru_cache(maxsize=None)
-def _encoder(prior, keypoints: tuple[int, ...]):
-    """The prior's encoder, read from disk once per run rather than once per batch."""
-    from amortized.encoder import encoder_for
-
-    return encoder_for(prior, list(keypoints))
-
-
-def run_method(name: str, budget: int | None, prior, op, y, samples: int, gen, overrides: list[str]):
-    """(samples (B, N, C, H, W), network evaluations per image, the settings used)."""
-    if name.startswith("vipaint"):
-        cfg = vipaint_config(name, budget, overrides)
-        lik = GaussianLikelihood(op, prior, cfg.likelihood.marginalize_denoiser, cfg.likelihood.cg_steps)
-        posterior = None
-        if name.endswith("_amortized"):   # the encoder's λ instead of the hand-made one; its cost is in the seconds
-            from amortized.module import initial_posterior
-
-            keypoints = resolve_keypoints(prior, cfg.keypoints)
-            encoder = _encoder(prior, tuple(keypoints)).to(y.device)
-            posterior = initial_posterior(encoder, prior, keypoints, op, y, op.keep_mask, cfg.eta, cfg.init_gamma,
-                                          cfg.init_var_scale)
-        out = vipaint(prior, op, lik, y, samples, cfg, gen, posterior=posterior)
-        return out.samples, out.nfe, {"fit": dataclasses.asdict(cfg.fit), "refine": dataclasses.asdict(cfg.refine),
-                                      "n_eval_samples": cfg.n_eval_samples, "keypoints": list(cfg.keypoints)}
-    fn, cfg_cls = BASELINES[name]
-    cfg = cfg_cls()
+def vipaint_config(name: str, budget: int | None, overrides: list[str]) -> VIPaintConfig:
+    """VIPaintConfig for vipaint2/vipaint4, the fit budget and ``section.field=value`` overrides."""
+    cfg = apply_overrides(VIPaintConfig(keypoints=DEFAULT_KEYPOINTS[int(name[len("vipaint")])]), overrides)
     if budget is not None:
-        setattr(cfg, "n_levels" if name == "repaint" else "n_steps", budget)
-    s, nfe_per_sample = fn(prior, op, y, samples, cfg, gen)
-    return s, nfe_per_sample * samples, dataclasses.asdict(cfg)
+        cfg = _override(cfg, ["fit", "n_iter"], budget, f"fit.n_iter={budget}")
+    return cfg
 
 
-def add_common_args(ap: argparse.ArgumentParser, out: str) -> None:
+def make_inpainter(prior, name: str, budget: int | None, samples: int, overrides: list[str]) -> Inpainter:
+    """The one entry point configured for method ``name`` at ``budget``: clean test images observed with noise
+    σ_y, VIPaint-K from the hand-made λ or (``vipaint2_amortized``) from the prior's encoder, or a baseline."""
+    operator = OperatorConfig(sigma_y=SIGMA_Y, add_noise=True)
+    if name in VIPAINT_METHODS:
+        cfg = vipaint_config(name, budget, overrides)
+        if name.endswith("_amortized"):   # the encoder's λ instead of the hand-made one; its cost is in the seconds
+            from amortized.encoder import shipped_encoder_for
+
+            return Inpainter(prior, "vipaint", vipaint=cfg, operator=operator, n_samples=samples, init="amortized",
+                             encoder=shipped_encoder_for(prior))
+        return Inpainter(prior, "vipaint", vipaint=cfg, operator=operator, n_samples=samples, init="hand")
+    baselines = BaselinesConfig()
+    if budget is not None:
+        setattr(getattr(baselines, name), "n_levels" if name == "repaint" else "n_steps", budget)
+    return Inpainter(prior, name, baselines=baselines, operator=operator, n_samples=samples)
+
+
+def settings_of(solver: Inpainter) -> dict:
+    """The settings a row was measured with, as plain JSON values (VIPaint: resolved, the prior's tuned values in)."""
+    if solver.baseline is not None:
+        out = dataclasses.asdict(solver.baseline[1])
+    else:
+        cfg = solver.config
+        out = {"fit": dataclasses.asdict(cfg.fit), "refine": dataclasses.asdict(cfg.refine),
+               "likelihood": dataclasses.asdict(cfg.likelihood), "init": dataclasses.asdict(cfg.init),
+               "n_eval_samples": cfg.n_eval_samples, "keypoints": list(cfg.keypoints), "initialiser": solver.init}
+    return json.loads(json.dumps(to_jsonable(out)))
+
+
+def add_common_args(ap: argparse.ArgumentParser, out: str | Path) -> None:
     """Options every image benchmark shares: prior, data, LPIPS weights, device, output path."""
     ap.add_argument("--prior", default="vipaint-mnist", help="shipped name, diffusers folder or hub id")
     ap.add_argument("--data", choices=["mnist", "cifar10", "demo"], default="mnist")
@@ -138,13 +150,13 @@ def add_common_args(ap: argparse.ArgumentParser, out: str) -> None:
     ap.add_argument("--lpips-net", default="alex", help="LPIPS network; 'none' skips LPIPS")
     ap.add_argument("--precision", choices=["32", "bf16"], default="32", help="network precision (autocast)")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    ap.add_argument("--out", default=out)
+    ap.add_argument("--out", default=str(out), help="result path (default: %(default)s)")
 
 
 def setup(args):
     """(device, prior, images, labels or None, classify function or None)."""
     device = torch.device(args.device)
-    prior = PixelPrior(args.prior, precision=args.precision).to(device)
+    prior = load_prior(args.prior, precision=args.precision).to(device)
     x, labels = load_images(args.data, args.n_images, prior.image_shape[-1], args.data_path)
     classify = None
     if labels is not None:
@@ -156,28 +168,31 @@ def setup(args):
     return device, prior, x, labels, classify
 
 
-def evaluate(args, device, prior, x_all, labels, classify, name: str, budget: int | None, mask: str) -> dict:
-    """One method on one mask over all images: mean scores, seconds and NFE per image."""
-    size = prior.image_shape[-1]
+def evaluate(args, device, solver: Inpainter, x_all, labels, classify, name: str, budget: int | None,
+             mask: str) -> dict:
+    """One method (its ``Inpainter``) on one mask over all images: mean scores, seconds and NFE per image."""
+    size = solver.prior.image_shape[-1]
     keep_all = masks_for(mask, len(x_all), size, args.seed)
-    scores, seconds, nfe, settings = [], 0.0, 0.0, None
+    scores, seconds, nfe, failed = [], 0.0, 0.0, 0
     for i in range(0, len(x_all), args.batch):
         x, keep = x_all[i:i + args.batch].to(device), keep_all[i:i + args.batch].to(device)
-        op = Inpainting(keep, SIGMA_Y)
-        gen = torch.Generator().manual_seed(args.seed + i)
-        y = op.observe(x, gen)
+        gen = torch.Generator().manual_seed(args.seed + i)   # the observation noise first, then the method's draws
+        if device.type == "cuda":
+            torch.cuda.synchronize()
         t0 = time.perf_counter()
-        s, nfe_i, settings = run_method(name, budget, prior, op, y, args.samples, gen, args.vipaint_set)
+        res = solver(x, keep, gen)
         if device.type == "cuda":
             torch.cuda.synchronize()
         seconds += time.perf_counter() - t0
-        nfe += nfe_i * len(x)
+        nfe += res.nfe * len(x)
+        failed += len(res.failed)
         lab = None if labels is None else labels[i:i + args.batch]
-        scores.append(score_inpainting(s.cpu(), x.cpu(), y.cpu(), keep.cpu(), classify, lab,
+        scores.append(score_inpainting(res.samples.cpu(), x.cpu(), res.y_image.cpu(), keep.cpu(), classify, lab,
                                        None if args.lpips_net == "none" else args.lpips_net, args.lpips_backbone))
     merged = {k: torch.cat([sc[k] for sc in scores]) for k in scores[0]}
     row = {"method": name, "budget": budget, "mask": mask, **{k: float(v.mean()) for k, v in merged.items()},
-           "seconds_per_image": seconds / len(x_all), "nfe_per_image": nfe / len(x_all), "settings": settings}
+           "seconds_per_image": seconds / len(x_all), "nfe_per_image": nfe / len(x_all), "failed_images": failed,
+           "settings": settings_of(solver)}
     if "plausibility_mean" in merged:   # standard error over images, for "within noise" judgements
         row["plausibility_mean_se"] = float(merged["plausibility_mean"].std() / len(x_all) ** 0.5)
     return row
@@ -189,11 +204,16 @@ COLUMNS = [("plausibility_mean", "plaus.", 3), ("plausibility_best", "plaus. bes
            ("seconds_per_image", "s / image", 2), ("nfe_per_image", "NFE / image", 0)]
 
 
+def _fmt(value, digits: int) -> str:
+    """A number (or the "NaN" string strict JSON stores for one) with ``digits`` decimals."""
+    return f"{float(value):.{digits}f}"
+
+
 def table(rows: list[dict]) -> str:
     cols = [c for c in COLUMNS if any(c[0] in r for r in rows)]
     lines = ["| method | budget | mask | " + " | ".join(c[1] for c in cols) + " |", "|" + "---|" * (3 + len(cols))]
     for r in rows:
-        vals = [f"{r[k]:.{d}f}" if k in r else "-" for k, _, d in cols]
+        vals = [_fmt(r[k], d) if k in r else "-" for k, _, d in cols]
         lines.append(f"| {r['method']} | {'default' if r['budget'] is None else r['budget']} | {r['mask']} | " + " | ".join(vals) + " |")
     return "\n".join(lines)
 
@@ -221,27 +241,25 @@ def readme_table(report: dict) -> str:
     masks = list(dict.fromkeys(r["mask"] for r in rows))
     for mask in masks:
         group = [r for r in rows if r["mask"] == mask]
-        best = max(round(r["plausibility_mean"], 3) for r in group)
+        best = max(round(float(r["plausibility_mean"]), 3) for r in group)
         for r in group:
             vals = []
             for k, _, d in cols:
-                v = f"{r[k]:.{d}f}" if k in r else "-"
+                v = _fmt(r[k], d) if k in r else "-"
                 if k == "plausibility_mean":
                     v += f" ± {r['plausibility_mean_se']:.3f}" if "plausibility_mean_se" in r else ""
-                    v = f"**{v}**" if round(r[k], 3) == best else v
+                    v = f"**{v}**" if round(float(r[k]), 3) == best else v
                 vals.append(v)
             lines.append(f"| {mask} | {LABELS.get(r['method'], r['method'])} | {_budget(r)} | " + " | ".join(vals) + " |")
     return "\n".join(lines)
 
 
 def run_header(args, device, n_images: int, script: str, argv) -> dict:
-    """What a result file records about its run (settings, device, date, command); ``rows`` is filled in."""
-    return {"prior": args.prior, "precision": args.precision, "data": args.data, "n_images": n_images,
-            "samples": args.samples, "seed": args.seed, "vipaint_set": args.vipaint_set, "sigma_y": SIGMA_Y,
-            "device": str(device) if device.type == "cpu" else torch.cuda.get_device_name(),
-            "threads": torch.get_num_threads(), "date": time.strftime("%Y-%m-%d"),
-            "command": " ".join([f"python bench/{script}", *(argv if argv is not None else sys.argv[1:])]),
-            "rows": []}
+    """What a result file records about its run (``bench.report.header``: command, commit, device, date; and the
+    settings every row shares); ``rows`` is filled in."""
+    return {**header(script, argv, device), "prior": args.prior, "precision": args.precision, "data": args.data,
+            "n_images": n_images, "samples": args.samples, "seed": args.seed, "vipaint_set": args.vipaint_set,
+            "sigma_y": SIGMA_Y, "rows": []}
 
 
 SAME_RUN = ("prior", "precision", "data", "n_images", "samples", "seed", "vipaint_set", "sigma_y")
@@ -259,12 +277,33 @@ def finished_rows(path: Path, report: dict) -> dict:
     return {(r["method"], r["budget"], r["mask"]): r for r in old["rows"]}
 
 
-def write_json(path: Path, report: dict) -> None:
-    """Atomically: a reader (or a crash) never sees half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(report, indent=2) + "\n")
-    tmp.replace(path)
+def _within(old, new) -> bool:
+    """Every setting recorded in ``old`` has the same value in ``new`` (settings added since are not compared)."""
+    if isinstance(old, dict):
+        return isinstance(new, dict) and all(k in new and _within(v, new[k]) for k, v in old.items())
+    return old == new
+
+
+def measure(args, device, prior, x_all, labels, classify, specs, report: dict, out: Path) -> list[dict]:
+    """Each (method, budget, mask) of ``specs`` in turn: kept from ``out`` with ``--resume`` when measured there with
+    the same settings, else evaluated; ``report`` is written after every row, so a long run that stops keeps what
+    it measured. One ``Inpainter`` per (method, budget), built on first use and reused for every later mask."""
+    done = finished_rows(out, report) if args.resume else {}
+    solvers: dict[tuple[str, int | None], Inpainter] = {}
+    for name, budget, mask in specs:
+        if (name, budget) not in solvers:
+            solvers[(name, budget)] = make_inpainter(prior, name, budget, args.samples, args.vipaint_set).to(device)
+        solver = solvers[(name, budget)]
+        row = done.get((name, budget, mask))
+        if row is not None and not _within(row.get("settings"), settings_of(solver)):
+            raise SystemExit(f"--resume: the row {name}:{budget} on {mask} in {out} was measured with other settings "
+                             f"(the prior's tuned values or the defaults have changed since); choose another --out")
+        if row is None:
+            row = evaluate(args, device, solver, x_all, labels, classify, name, budget, mask)
+        report["rows"].append(row)
+        print(table([row]).splitlines()[-1], flush=True)
+        write_json(out, report)
+    return report["rows"]
 
 
 def main(argv=None) -> None:
@@ -276,25 +315,17 @@ def main(argv=None) -> None:
     ap.add_argument("--vipaint-set", nargs="*", default=[], metavar="SECTION.FIELD=VALUE")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--resume", action="store_true", help="keep the rows of --out measured with the same settings")
-    add_common_args(ap, "bench/compare.json")
+    add_common_args(ap, RESULTS / "compare.json")
     ap.add_argument("--render", metavar="JSON", help="print the README table of an earlier run's JSON and exit")
     args = ap.parse_args(argv)
     if args.render:
         print(readme_table(json.loads(Path(args.render).read_text())))
         return
     device, prior, x_all, labels, classify = setup(args)
-    report = run_header(args, device, len(x_all), "compare.py", argv)
-    done = finished_rows(Path(args.out), report) if args.resume else {}
-    for mask in (args.masks or DEFAULT_MASKS[args.data]).split(","):
-        for spec in args.methods.split(","):
-            name, budget = parse_method(spec)
-            row = done.get((name, budget, mask))
-            if row is None:
-                row = evaluate(args, device, prior, x_all, labels, classify, name, budget, mask)
-            report["rows"].append(row)
-            print(table([row]).splitlines()[-1], flush=True)
-            write_json(Path(args.out), report)   # after every row: a long run that stops keeps what it measured
-    rows = report["rows"]
+    report = run_header(args, device, len(x_all), "compare", argv)
+    specs = [(*parse_method(spec), mask) for mask in (args.masks or DEFAULT_MASKS[args.data]).split(",")
+             for spec in args.methods.split(",")]
+    rows = measure(args, device, prior, x_all, labels, classify, specs, report, Path(args.out))
     print("\n" + table(rows) + f"\n\nwrote {args.out}")
 
 

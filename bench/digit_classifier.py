@@ -1,6 +1,6 @@
 """A small MNIST digit classifier, trained by the benchmarks themselves, for the plausibility score.
 
-    python bench/digit_classifier.py            # train (about a minute on 2 CPU cores) or show the cached one
+    python -m bench.digit_classifier [MNIST_DIR]   # train (about a minute on 2 CPU cores) or show the cached one
 
 Trained on the MNIST train split only (the 59,000 digits the prior was trained on; the test split stays
 held out), 3 epochs of Adam; its clean test accuracy is measured on all 10,000 test digits and stored
@@ -18,8 +18,6 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from torch import nn
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 VERSION = 1
 

@@ -1,24 +1,24 @@
 """Quality against cost: each method at three budgets on one mask, plausibility against seconds per image.
 
-    python bench/equal_compute.py --data mnist --mask pixels90 --n-images 32 --batch 16   # CPU: about 40 min
-    python bench/equal_compute.py --n-images 8 --budgets "vipaint2=5,10 dps=20,50"   # a quick look
+    python -m bench.equal_compute --data mnist --mask pixels90 --n-images 32 --batch 16   # CPU: about 40 min
+    python -m bench.equal_compute --n-images 8 --budgets "vipaint2=5,10 dps=20,50"   # a quick look
 
 Budgets (default, spanning about 0.5-10 s per digit on a 2-core CPU): VIPaint-2 fit iterations 10 / 25 / 50,
 and 0 / 10 / 25 from the amortized encoder's λ; DPS steps 50 / 100 / 250; RED-diff steps 25 / 100 / 400;
-RePaint levels 15 / 25 / 50. Every point is ``bench/compare.py``'s ``evaluate`` (same
-digits, masks, noise and scoring). Writes ``<out>.json`` and ``<out>.png`` (one curve per method; MNIST:
-plausibility, else PSNR in the hole) and prints the table. The question: at the same wall time per image,
-which method wins?
+RePaint levels 15 / 25 / 50. Every point is ``bench.compare``'s ``evaluate`` through ``vipaint.Inpainter`` (same
+digits, masks, noise and scoring). Writes ``<out>.json`` and ``<out>.png`` (default under ``bench/results/``;
+one curve per method; MNIST: plausibility, else PSNR in the hole) and prints the table. The question: at the
+same wall time per image, which method wins?
 """
 from __future__ import annotations
 
 import argparse
-import sys
+import io
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from bench.compare import add_common_args, evaluate, finished_rows, run_header, setup, table, write_json  # noqa: E402
+from bench.compare import add_common_args, measure, parse_method, run_header, setup, table
+from bench.report import RESULTS
+from vipaint.atomic import atomic_write_bytes
 
 DEFAULT_BUDGETS = "vipaint2=10,25,50 vipaint2_amortized=0,10,25 dps=50,100,250 red_diff=25,100,400 repaint=15,25,50"
 
@@ -31,7 +31,7 @@ def plot(rows: list[dict], metric: str, path: str, n_images: int) -> None:
 
     fig, ax = plt.subplots(figsize=(6, 4))
     for method in dict.fromkeys(r["method"] for r in rows):
-        pts = sorted((r["seconds_per_image"], r[metric], r.get(f"{metric}_se", 0.0), r["budget"])
+        pts = sorted((r["seconds_per_image"], float(r[metric]), float(r.get(f"{metric}_se", 0.0)), r["budget"])
                      for r in rows if r["method"] == method)
         ax.errorbar([p[0] for p in pts], [p[1] for p in pts], yerr=[p[2] for p in pts], marker="o", capsize=2,
                     label=method)   # error bars: one standard error over images
@@ -44,7 +44,10 @@ def plot(rows: list[dict], metric: str, path: str, n_images: int) -> None:
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=120)
+    plt.close(fig)
+    atomic_write_bytes(path, buf.getvalue())
 
 
 def main(argv=None) -> None:
@@ -56,22 +59,14 @@ def main(argv=None) -> None:
     ap.add_argument("--vipaint-set", nargs="*", default=[])
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--resume", action="store_true", help="keep the points of <out>.json measured with the same settings")
-    add_common_args(ap, "bench/equal_compute")
+    add_common_args(ap, RESULTS / "equal_compute")
     args = ap.parse_args(argv)
     device, prior, x_all, labels, classify = setup(args)
-    report = {**run_header(args, device, len(x_all), "equal_compute.py", argv), "mask": args.mask}
+    report = {**run_header(args, device, len(x_all), "equal_compute", argv), "mask": args.mask}
     out = Path(f"{args.out}.json")
-    done = finished_rows(out, report) if args.resume else {}
-    for item in args.budgets.split():
-        method, _, budgets = item.partition("=")
-        for b in budgets.split(","):
-            row = done.get((method, int(b), args.mask))
-            if row is None:
-                row = evaluate(args, device, prior, x_all, labels, classify, method, int(b), args.mask)
-            report["rows"].append(row)
-            print(table([row]).splitlines()[-1], flush=True)
-            write_json(out, report)
-    rows = report["rows"]
+    specs = [(*parse_method(f"{method}:{b}"), args.mask) for item in args.budgets.split()
+             for method, _, budgets in [item.partition("=")] for b in budgets.split(",")]
+    rows = measure(args, device, prior, x_all, labels, classify, specs, report, out)
     metric = "plausibility_mean" if labels is not None else "psnr_hole"
     plot(rows, metric, f"{args.out}.png", len(x_all))
     print("\n" + table(rows) + f"\n\nwrote {out} and {args.out}.png")

@@ -1,7 +1,7 @@
 """Evidence of a pixel prior's quality: held-out ε-MSE, unconditional samples, nearest training images.
 
-    python bench/prior_quality.py --prior vipaint-mnist --data mnist --out bench/prior_mnist        # CPU, ~1 min
-    python bench/prior_quality.py --prior weights/cifar10-ddpm --data cifar10 --out bench/prior_cifar10
+    python -m bench.prior_quality --prior vipaint-mnist --data mnist --out bench/results/prior_mnist    # CPU, ~1 min
+    python -m bench.prior_quality --prior weights/cifar10-ddpm --data cifar10 --out bench/results/prior_cifar10
 
 1. Held-out ε-MSE ||ε - ε̂(√ᾱ_t x_0 + √(1-ᾱ_t) ε, t)||² per element, on the first ``--test-limit`` test
    images (MNIST: 256 digits; scored on the 28x28 digit area — the whole image for a 28x28 prior, the
@@ -12,23 +12,22 @@
 3. The nearest training image (pixel L2) of 8 samples, shown beside each, with its distance, and the
    distance between two training images at the same rank as a yardstick: a prior that memorises would
    reproduce training images (distance ~0).
-Prints a table and writes ``<out>.json``, ``<out>_samples.png`` and ``<out>_neighbours.png``.
+Prints a table and writes ``<out>.json``, ``<out>_samples.png`` and ``<out>_neighbours.png`` (default
+``bench/results/prior_mnist``).
 """
 from __future__ import annotations
 
 import argparse
-import json
-import sys
+import io
 import time
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from vipaint.external import PixelPrior  # noqa: E402
-from vipaint.schedule import ddim_sample  # noqa: E402
+from bench.report import RESULTS, header, write_json
+from vipaint.atomic import atomic_write_bytes
+from vipaint.priors.external import PixelPrior
+from vipaint.schedule import ddim_sample
 
 TS = [50, 200, 400, 550, 800]
 MNIST_REFERENCE = {"50": 0.0960, "200": 0.0419, "400": 0.0221, "550": 0.0098, "800": 0.00066}
@@ -92,6 +91,15 @@ def nearest(samples: torch.Tensor, train: torch.Tensor) -> tuple[torch.Tensor, t
     return idx, dist / samples[0].numel() ** 0.5
 
 
+def save_png(images: torch.Tensor, path: str, **grid) -> None:
+    """A grid of images in [0, 1] (``torchvision.utils.save_image``'s), written atomically."""
+    from torchvision.utils import save_image
+
+    buf = io.BytesIO()
+    save_image(images, buf, format="png", **grid)
+    atomic_write_bytes(path, buf.getvalue())
+
+
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--prior", default="vipaint-mnist", help="shipped name, folder or hub id")
@@ -102,35 +110,32 @@ def main(argv=None) -> None:
     ap.add_argument("--train-limit", type=int, default=None, help="training images searched for neighbours")
     ap.add_argument("--batch", type=int, default=256)
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    ap.add_argument("--out", default="bench/prior_mnist")
+    ap.add_argument("--out", default=str(RESULTS / "prior_mnist"), help="output prefix (default: %(default)s)")
     args = ap.parse_args(argv)
-    from torchvision.utils import save_image
-
     device = torch.device(args.device)
     prior = PixelPrior(args.prior).to(device)
     t0 = time.perf_counter()
     test, area = fit_to_prior(load_images(args.data, "test", args.test_limit, args.data_path), prior.image_shape)
     losses = heldout_eps_mse(prior, test, TS, args.batch, device, area)
     samples = ddim_samples(prior, 64, 100, device).cpu()
-    save_image((samples + 1) / 2, f"{args.out}_samples.png", nrow=8, padding=1)
+    save_png((samples + 1) / 2, f"{args.out}_samples.png", nrow=8, padding=1)
     train, _ = fit_to_prior(load_images(args.data, "train", args.train_limit, args.data_path), prior.image_shape)
     idx, dist = nearest(samples[:8], train)
     # Yardstick: how far apart distinct training images typically are (nearest other of 8 training images).
     ref_idx, ref_dist = nearest(train[:8], train[8:])
     pairs = torch.stack([im for s, i in zip(samples[:8], idx) for im in (s, train[i])])
-    save_image((pairs + 1) / 2, f"{args.out}_neighbours.png", nrow=4, padding=1)
+    save_png((pairs + 1) / 2, f"{args.out}_neighbours.png", nrow=4, padding=1)
     n_params = sum(p.numel() for p in prior.parameters())
     reference = MNIST_REFERENCE if args.data == "mnist" else None
-    report = {"prior": args.prior, "data": args.data,
-              "device": str(device) if device.type == "cpu" else torch.cuda.get_device_name(),
-              "date": time.strftime("%Y-%m-%d"), "parameters": n_params, "test_images": len(test),
+    report = {**header("prior_quality", argv, device), "prior": args.prior, "data": args.data,
+              "parameters": n_params, "test_images": len(test),
               "heldout_eps_mse": losses, "reference_eps_mse": reference,
               "nearest_train_rms": [round(float(d), 4) for d in dist],
               "nearest_train_index": [int(i) for i in idx],
               "train_to_train_nearest_rms": [round(float(d), 4) for d in ref_dist],
               "seconds": time.perf_counter() - t0, "samples_png": f"{args.out}_samples.png",
               "neighbours_png": f"{args.out}_neighbours.png"}
-    Path(f"{args.out}.json").write_text(json.dumps(report, indent=2) + "\n")
+    write_json(f"{args.out}.json", report)
     print(f"| t | held-out ε-MSE | reference |\n|---|---|---|")
     for t, v in losses.items():
         print(f"| {t} | {v:.5f} | {reference[t] if reference else '-'} |")

@@ -1,8 +1,8 @@
 """Where VIPaint's time goes, per stage, against DPS on the same network.
 
-    python bench/speed.py --config mnist --images 1 8 32 --methods vipaint2             # CPU, the shipped prior
-    python bench/speed.py --config pixel256 latent256 --images 1 4 --precision 32 bf16   # on a GPU
-    python bench/speed.py --config tiny --images 1 2 --fit-steps 2 --refine-steps 2       # CPU smoke run
+    python -m bench.speed --config mnist --images 1 8 32 --methods vipaint2             # CPU, the shipped prior
+    python -m bench.speed --config pixel256 latent256 --images 1 4 --precision 32 bf16   # on a GPU
+    python -m bench.speed --config tiny --images 1 2 --fit-steps 2 --refine-steps 2       # CPU smoke run
 
 Configs: ``mnist`` = the shipped MNIST prior (real weights) on the shipped demo digits with their masks
 (repeated to fill a batch); ``pixel256`` = UNet2DModel with google/ddpm-ema-church-256's configuration (113.7 M params);
@@ -12,28 +12,30 @@ sample, seconds per image of each stage (init, fit, bound estimate, chain, refin
 time spent inside the network (forward + backward), network evaluations (single-sample) per image, peak memory, images per hour; and two floors
 beside the measured time: FLOPs (counted by torch's FlopCounterMode, ×3 for forward + backward) /
 measured matmul throughput, and weight bytes read per batched network call / measured memory
-bandwidth (a lower bound on traffic: activations come on top). Prints a table; writes JSON (--out).
+bandwidth (a lower bound on traffic: activations come on top). Each method runs through the one entry point,
+``vipaint.Inpainter`` (built once per config, precision and method; VIPaint from the hand-made λ), which reports
+the stage seconds (``Restoration.timings``) and the network evaluations (``Restoration.nfe``). Prints a table;
+writes JSON (--out, default under ``bench/results/``).
 """
 from __future__ import annotations
 
 import argparse
-import json
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from vipaint.baselines import DPSConfig, dps  # noqa: E402
-from vipaint.external import LatentPrior, PixelPrior  # noqa: E402
-from vipaint.fit import FitConfig  # noqa: E402
-from vipaint.likelihood import GaussianLikelihood  # noqa: E402
-from vipaint.operators import Inpainting  # noqa: E402
-from vipaint.refine import RefineConfig  # noqa: E402
-from vipaint.sampler import VIPaintConfig, vipaint  # noqa: E402
+from bench.report import RESULTS, header, write_json
+from vipaint.baselines import BaselinesConfig, DPSConfig
+from vipaint.fit import FitConfig
+from vipaint.jobs.api import Inpainter
+from vipaint.likelihood import LikelihoodConfig
+from vipaint.operators import OperatorConfig
+from vipaint.pipeline import VIPaintConfig
+from vipaint.priors.shipped import load_prior
+from vipaint.refine import RefineConfig
+from vipaint.schedule import DEFAULT_KEYPOINTS
 
 CHURCH = dict(sample_size=256, block_out_channels=(128, 128, 256, 256, 512, 512), layers_per_block=2,
               down_block_types=("DownBlock2D",) * 4 + ("AttnDownBlock2D", "DownBlock2D"),
@@ -135,7 +137,21 @@ def demo_batch(images: int, device) -> tuple[torch.Tensor, torch.Tensor]:
     return batch["x"][idx].to(device), batch["keep_mask"][idx].to(device)
 
 
-def run(prior, images: int, args, device, method: str, real_digits: bool = False) -> dict:
+def make_solver(prior, method: str, args) -> Inpainter:
+    """The one entry point for ``method`` at the command line's budgets (σ_y = 0.05, y = A x without noise)."""
+    operator = OperatorConfig(sigma_y=0.05)
+    if method == "dps":
+        return Inpainter(prior, "dps", baselines=BaselinesConfig(dps=DPSConfig(n_steps=args.dps_steps)),
+                         operator=operator, n_samples=args.samples)
+    cfg = VIPaintConfig(keypoints=DEFAULT_KEYPOINTS[KEYPOINTS[method]], n_eval_samples=args.eval_samples,
+                        likelihood=LikelihoodConfig(cg_steps=args.cg_steps),
+                        fit=FitConfig(n_iter=args.fit_steps, n_samples=args.fit_samples),
+                        refine=RefineConfig(n_steps=args.refine_steps))
+    return Inpainter(prior, "vipaint", vipaint=cfg, operator=operator, n_samples=args.samples, init="hand")
+
+
+def run(solver: Inpainter, images: int, args, device, real_digits: bool = False) -> dict:
+    prior = solver.prior
     C, H, W = prior.image_shape
     if real_digits:
         x, keep = demo_batch(images, device)
@@ -143,44 +159,35 @@ def run(prior, images: int, args, device, method: str, real_digits: bool = False
         x = torch.rand(images, C, H, W, device=device) * 2 - 1
         keep = torch.ones(images, 1, H, W, device=device)
         keep[..., H // 4: 3 * H // 4, W // 4: 3 * W // 4] = 0
-    op = Inpainting(keep, 0.05)
-    y = op.forward(x)
     gen = torch.Generator().manual_seed(0)
     timer = NetworkTimer(prior, device)
-    stages: dict[str, float] = {}
     if device.type == "cuda":
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
     t0 = time.perf_counter()
-    if method == "dps":
-        _, nfe = dps(prior, op, y, args.samples, DPSConfig(n_steps=args.dps_steps), gen)
-        fit_s, nfe_img = 0.0, nfe * args.samples
-    else:
-        K = 2 if method == "vipaint2" else 4
-        kp = (550, 400) if K == 2 else (550, 500, 450, 400)
-        cfg = VIPaintConfig(keypoints=kp, n_eval_samples=args.eval_samples,
-                            fit=FitConfig(n_iter=args.fit_steps, n_samples=args.fit_samples),
-                            refine=RefineConfig(n_steps=args.refine_steps))
-        out = vipaint(prior, op, GaussianLikelihood(op, prior, cg_steps=args.cg_steps), y, args.samples, cfg, gen,
-                      timings=stages)
-        fit_s, nfe_img = stages["fit"] / images, out.nfe
+    res = solver(x, keep, gen)
     if device.type == "cuda":
         torch.cuda.synchronize()
     total = time.perf_counter() - t0
     timer.remove()
+    stages = res.timings   # VIPaint's stages (init, fit, bound, chain, refine); empty for a baseline
+    fit_s = stages.get("fit", 0.0) / images
     refine_per_sample = stages.get("refine", total - fit_s * images) / (images * args.samples)
     return {"seconds_per_image": total / images, "fit_seconds_per_image": fit_s, "refine_seconds_per_sample": refine_per_sample,
             "stage_seconds_per_image": {k: v / images for k, v in stages.items()},
             "network_share": (timer.forward + timer.backward) / total,
             "forward_share": timer.forward / total, "backward_share": timer.backward / total,
-            "nfe_per_image": nfe_img, "images_per_hour": 3600 * images / total,
+            "nfe_per_image": res.nfe, "images_per_hour": 3600 * images / total,
             "peak_mem_gb": torch.cuda.max_memory_allocated() / 2**30 if device.type == "cuda" else None}
+
+
+KEYPOINTS = {"vipaint2": 2, "vipaint4": 4}
 
 
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--config", nargs="+", default=["pixel256", "latent256"])
-    ap.add_argument("--methods", nargs="+", default=["vipaint2", "vipaint4", "dps"])
+    ap.add_argument("--config", nargs="+", default=["pixel256", "latent256"], choices=["mnist", "pixel256", "latent256", "tiny"])
+    ap.add_argument("--methods", nargs="+", default=["vipaint2", "vipaint4", "dps"], choices=[*KEYPOINTS, "dps"])
     ap.add_argument("--images", nargs="+", type=int, default=[1], help="images fitted together (batched fitting)")
     ap.add_argument("--precision", nargs="+", default=["32"], choices=["32", "bf16"])
     ap.add_argument("--channels-last", action="store_true")
@@ -195,7 +202,7 @@ def main(argv=None) -> None:
     ap.add_argument("--cg-steps", type=int, default=0)
     ap.add_argument("--dps-steps", type=int, default=1000)
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    ap.add_argument("--out", default="bench/speed.json")
+    ap.add_argument("--out", default=str(RESULTS / "speed.json"), help="result path (default: %(default)s)")
     args = ap.parse_args(argv)
     device = torch.device(args.device)
     ceil = ceilings(device)
@@ -207,15 +214,17 @@ def main(argv=None) -> None:
                 kw = dict(local_files_only=True, precision=precision, channels_last=args.channels_last, compile=args.compile)
                 if config == "mnist":
                     kw["local_files_only"] = False
-                prior = (LatentPrior(path, **kw) if config == "latent256" else PixelPrior(path, **kw)).to(device)
+                prior = load_prior(path, **kw).to(device)   # a latent prior for latent256's unet/ + vqvae/
                 fl = flops_per_pass(prior, 1, device)
                 weight_bytes = sum(p.numel() * p.element_size() for p in prior.parameters())
                 rate = ceil["matmul_bf16_flops" if precision == "bf16" else "matmul_fp32_flops"]
                 for method in args.methods:
+                    solver = make_solver(prior, method, args)
                     for images in args.images:
-                        r = run(prior, images, args, device, method, real_digits=config == "mnist")
+                        r = run(solver, images, args, device, real_digits=config == "mnist")
                         passes = r["nfe_per_image"]
-                        K = {"vipaint2": 2, "vipaint4": 4}.get(method)
+                        K = KEYPOINTS.get(method)
+                        # batched network calls (each reads the weights), not evaluations: those are Restoration.nfe
                         calls = args.dps_steps if K is None else \
                             args.fit_steps * (K + 1) + (K + 1) * (args.eval_samples > 0) + (K - 1) + args.refine_steps
                         r.update(config=config, method=method, images=images, precision=precision,
@@ -225,9 +234,7 @@ def main(argv=None) -> None:
                                  achieved_tflops=fl * passes / r["seconds_per_image"] / 1e12)
                         rows.append(r)
                         print(r, flush=True)
-    device_name = torch.cuda.get_device_name() if device.type == "cuda" else "cpu"
-    Path(args.out).write_text(json.dumps({"device": device_name, "date": time.strftime("%Y-%m-%d"), "ceilings": ceil,
-                                          "args": vars(args), "rows": rows}, indent=2))
+    write_json(args.out, {**header("speed", argv, device), "ceilings": ceil, "args": vars(args), "rows": rows})
     print("| config | method | images | prec | s/img | init | fit | bound | chain | refine | in network | NFE/img | img/h "
           "| peak GB | FLOP floor s | TFLOP/s |")
     print("|" + "---|" * 16)

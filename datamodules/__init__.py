@@ -11,10 +11,11 @@ import importlib
 # Resolved lazily (PEP 562) so that e.g. ``from datamodules.masks import BoxMask``
 # does not pay for importing Lightning.
 _EXPORTS = {
-    "base": ["ImageMaskDataModule", "ImageMaskDataset", "ImageSource", "collate_items", "resize_square"],
+    "base": ["ImageMaskDataModule", "ImageMaskDataset", "ImageSource", "PlainImages", "collate_items", "resize_square"],
     "cifar10": ["Cifar10DataModule", "Cifar10Zip", "TorchvisionCifar10"],
     "mnist": ["IDX_FILES", "MnistDataModule", "MnistIdx", "TensorImages", "TorchvisionMnist", "load_mnist", "read_idx"],
-    "demo": ["DEFAULT_DEMO_IMAGES", "DEMO_IMAGES", "DemoDataModule", "MNIST_DEMO_DIR", "MnistDemoDataModule", "SkimageSource"],
+    "demo": ["CIFAR10_DEMO_DIR", "Cifar10DemoDataModule", "DEFAULT_DEMO_IMAGES", "DEMO_IMAGES", "DemoDataModule",
+             "MNIST_DEMO_DIR", "MnistDemoDataModule", "SkimageSource"],
     "folder": ["FileSource", "FolderDataModule", "FolderDataset"],
     "io": ["IMAGE_EXTENSIONS", "read_image", "read_mask"],
     "masks": ["MASKS", "MIX4", "PRESETS", "BoxMask", "HalfMask", "MaskGenerator", "Mix4Mask", "MixedMask",

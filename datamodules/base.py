@@ -24,7 +24,7 @@ from torch.utils.data import DataLoader, Dataset, default_collate
 from .masks import make_mask
 from .validation import check_image_and_mask
 
-__all__ = ["ImageSource", "ImageMaskDataset", "ImageMaskDataModule", "collate_items", "resize_square"]
+__all__ = ["ImageSource", "ImageMaskDataset", "ImageMaskDataModule", "PlainImages", "collate_items", "resize_square"]
 
 MaskFn = Callable[[tuple[int, int], torch.Generator], torch.Tensor]
 
@@ -100,6 +100,8 @@ class ImageMaskDataset(Dataset):
         self.channels = channels
         self.hflip = hflip
         self.random_masks = random_masks
+        #: (C, H, W) the model takes (``ImageMaskDataModule.expect``): other items become error items.
+        self.expected_shape: tuple[int, int, int] | None = None
 
     def __len__(self) -> int:
         return len(self.source)
@@ -115,6 +117,21 @@ class ImageMaskDataset(Dataset):
         if not 0 <= index < len(self):
             raise IndexError(f"index {index} out of range for {len(self)} images")
         name = self.source.name(index)
+        try:
+            item = self._load(index, name)
+        except ValueError as error:
+            # One bad file costs only itself: the item carries the reason, the batch goes on (``collate_items``).
+            return {"x": None, "keep_mask": None, "name": name, "index": index, "error": str(error)}
+        want = self.expected_shape
+        if want is not None and tuple(item["x"].shape) != tuple(want):
+            c, h, w = item["x"].shape
+            fix = (f"resize it (--data.init_args.image_size {want[1]})" if (h, w) != tuple(want[1:])
+                   else f"convert it to {want[0]} channel(s)")
+            return {**item, "x": None, "keep_mask": None,
+                    "error": f"'{name}' is {c}x{h}x{w} (CxHxW), the prior expects {want[0]}x{want[1]}x{want[2]}: {fix}"}
+        return item
+
+    def _load(self, index: int, name: str) -> dict:
         x = self.source.load_image(index)
         keep_mask = self.source.load_mask(index)
         if keep_mask is not None:
@@ -137,17 +154,50 @@ class ImageMaskDataset(Dataset):
         return {"x": x.contiguous(), "keep_mask": keep_mask.contiguous(), "name": name, "index": index}
 
 
+class PlainImages(Dataset):
+    """Plain ``{"x", "index"}`` items from one tensor (N, C, H, W): what prior and autoencoder training need,
+    without decoding or mask generation per item. ``hflip``: a random horizontal flip per item."""
+
+    def __init__(self, x: torch.Tensor, hflip: bool = False) -> None:
+        self.x, self.hflip = x, hflip
+
+    def __len__(self) -> int:
+        return self.x.shape[0]
+
+    def __getitem__(self, i: int) -> dict:
+        x = self.x[i]
+        if x.dtype == torch.uint8:   # stored as bytes: 4x less memory for a whole training split
+            x = x.float().div(127.5).sub(1.0)
+        if self.hflip and bool(torch.rand(()) < 0.5):
+            x = x.flip(-1)
+        return {"x": x, "index": i}
+
+
 def collate_items(batch: Sequence[dict]) -> dict:
-    """``default_collate`` with a readable error for images of different sizes."""
-    first = batch[0]
-    for item in batch[1:]:
+    """``default_collate`` of the good items, plus ``error``: per item None or why it could not be loaded.
+
+    A bad item (``"error"``) gets zero tensors shaped like the good ones, so the rest of its batch still runs;
+    the model skips it and the writer records why. Good images of different sizes are an error for the batch,
+    with the fix (only reachable without ``expect``, which turns wrong sizes into bad items).
+    """
+    good = [item for item in batch if item.get("error") is None]
+    first = good[0] if good else None
+    for item in good[1:]:
         if item["x"].shape != first["x"].shape:
             raise ValueError(
                 f"cannot batch images of different sizes: '{first['name']}' is "
                 f"{tuple(first['x'].shape)} but '{item['name']}' is {tuple(item['x'].shape)}; "
                 f"set image_size to resize them, or use batch_size=1"
             )
-    return default_collate(list(batch))
+    if len(good) == len(batch) and "error" not in first:   # plain training items ({"x", "index"})
+        return default_collate(list(batch))
+    x0 = first["x"] if first else torch.zeros(1, 1, 1)
+    m0 = first["keep_mask"] if first else torch.ones(1, 1, 1)
+    items = [item if item.get("error") is None else
+             {**item, "x": torch.zeros_like(x0), "keep_mask": torch.ones_like(m0)} for item in batch]
+    out = default_collate([{k: v for k, v in item.items() if k != "error"} for item in items])
+    out["error"] = [item.get("error") for item in batch]
+    return out
 
 
 class ImageMaskDataModule(L.LightningDataModule):
@@ -172,6 +222,7 @@ class ImageMaskDataModule(L.LightningDataModule):
         self.batch_size = batch_size
         self.num_workers = num_workers
         self.dataset: ImageMaskDataset | None = None
+        self._expected_shape: tuple[int, int, int] | None = None
 
     def _build_dataset(self) -> ImageMaskDataset:
         raise NotImplementedError(f"{type(self).__name__} must implement _build_dataset()")
@@ -179,6 +230,13 @@ class ImageMaskDataModule(L.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         if self.dataset is None:
             self.dataset = self._build_dataset()
+            self.dataset.expected_shape = self._expected_shape
+
+    def expect(self, shape: tuple[int, int, int]) -> None:
+        """The (C, H, W) the model takes: an image of another shape becomes a bad item (skipped with its fix)."""
+        self._expected_shape = tuple(int(s) for s in shape)
+        if self.dataset is not None:
+            self.dataset.expected_shape = self._expected_shape
 
     def _loader(self, dataset: Dataset, shuffle: bool, drop_last: bool = False) -> DataLoader:
         return DataLoader(

@@ -20,7 +20,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from vipaint.resources import ResourceNotFound, resolve
 
-from .base import ImageMaskDataModule, ImageMaskDataset, ImageSource
+from .base import ImageMaskDataModule, ImageMaskDataset, ImageSource, PlainImages
 from .io import pil_to_unit_tensor
 
 __all__ = ["CIFAR10_CLASSES", "Cifar10Zip", "TorchvisionCifar10", "Cifar10DataModule"]
@@ -176,6 +176,8 @@ class Cifar10DataModule(ImageMaskDataModule):
         limit: use only ``limit`` images of ``split``, taken one per class in
             turn (test_airplane_0000, test_automobile_0000, ...).
         train_limit: the same for the training split.
+        train_masks: training items carry fresh masks (amortized encoder) or only images (priors and
+            autoencoders: the train split is then decoded once into memory, 150 MB as bytes, instead of per item).
         mask, mask_ratio, seed: generated masks, as in ``FolderDataModule``.
     """
 
@@ -188,6 +190,7 @@ class Cifar10DataModule(ImageMaskDataModule):
         limit: int | None = None,
         train_limit: int | None = None,
         val_limit: int = 64,
+        train_masks: bool = True,
         mask: str = "box",
         mask_ratio: float | tuple[float, float] | None = None,
         seed: int = 0,
@@ -208,6 +211,7 @@ class Cifar10DataModule(ImageMaskDataModule):
         self.limit = limit
         self.train_limit = train_limit
         self.val_limit = val_limit
+        self.train_masks = train_masks
         self.train_dataset: ImageMaskDataset | None = None
         self.val_dataset: ImageMaskDataset | None = None
 
@@ -229,6 +233,10 @@ class Cifar10DataModule(ImageMaskDataModule):
 
     def setup(self, stage: str | None = None) -> None:
         if stage == "fit":
+            if self.train_dataset is None and not self.train_masks:
+                source = self._source("train", self.train_limit)
+                images = torch.stack([source.load_image(i) for i in range(len(source))])
+                self.train_dataset = PlainImages(images.add(1).mul(127.5).round().to(torch.uint8), hflip=True)
             if self.train_dataset is None:
                 self.train_dataset = ImageMaskDataset(
                     self._source("train", self.train_limit),

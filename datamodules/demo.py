@@ -16,10 +16,11 @@ from .base import ImageMaskDataModule, ImageMaskDataset, ImageSource
 from .folder import FolderDataModule
 
 __all__ = ["DEMO_IMAGES", "DEFAULT_DEMO_IMAGES", "MNIST_DEMO_DIR", "SkimageSource", "DemoDataModule",
-           "MnistDemoDataModule", "load_skimage"]
+           "MnistDemoDataModule", "Cifar10DemoDataModule", "CIFAR10_DEMO_DIR", "load_skimage"]
 
-# The demo digits shipped in the repository (demo/mnist/README.md: provenance and CC BY-SA 3.0 licence).
+# The demo sets shipped in the repository (demo/*/README.md: provenance, attribution and licence).
 MNIST_DEMO_DIR = Path(__file__).resolve().parents[1] / "demo" / "mnist"
+CIFAR10_DEMO_DIR = Path(__file__).resolve().parents[1] / "demo" / "cifar10"
 
 # name -> loader; the colour photos come first and are the default set.
 DEFAULT_DEMO_IMAGES: tuple[str, ...] = (
@@ -131,3 +132,16 @@ class MnistDemoDataModule(FolderDataModule):
     def __init__(self, limit: int | None = None, batch_size: int = 24, num_workers: int = 0) -> None:
         super().__init__(image_dir=str(MNIST_DEMO_DIR / "images"), mask_dir=str(MNIST_DEMO_DIR / "masks"),
                          image_size=28, channels=1, limit=limit, batch_size=batch_size, num_workers=num_workers)
+
+
+class Cifar10DemoDataModule(FolderDataModule):
+    """The 24 held-out CIFAR-10 test images shipped in ``demo/cifar10`` with their masks (centre box, half, strokes,
+    90% pixels): the input of ``configs/infer_cifar10.yaml``. No download, no configuration.
+
+    Args:
+        limit: use only the first ``limit`` images. batch_size, num_workers: loading.
+    """
+
+    def __init__(self, limit: int | None = None, batch_size: int = 24, num_workers: int = 0) -> None:
+        super().__init__(image_dir=str(CIFAR10_DEMO_DIR / "images"), mask_dir=str(CIFAR10_DEMO_DIR / "masks"),
+                         image_size=32, channels=3, limit=limit, batch_size=batch_size, num_workers=num_workers)

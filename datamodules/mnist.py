@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from .base import ImageMaskDataModule, ImageMaskDataset, ImageSource
+from .base import ImageMaskDataModule, ImageMaskDataset, ImageSource, PlainImages
 
 __all__ = ["IDX_FILES", "read_idx", "load_mnist", "MnistIdx", "TorchvisionMnist", "MnistDataModule", "TensorImages"]
 
@@ -117,19 +117,6 @@ class TorchvisionMnist(TensorImages):
         super().__init__(x[start:stop], ds.targets[start:stop], split, offset=start)
 
 
-class _Images(Dataset):
-    """Plain ``{"x", "index"}`` items: what prior training needs, without mask generation per item."""
-
-    def __init__(self, x: torch.Tensor) -> None:
-        self.x = x
-
-    def __len__(self) -> int:
-        return self.x.shape[0]
-
-    def __getitem__(self, i: int) -> dict:
-        return {"x": self.x[i], "index": i}
-
-
 class MnistDataModule(ImageMaskDataModule):
     """MNIST digits with generated masks (predict/test) and a training split for priors and encoders.
 
@@ -200,7 +187,7 @@ class MnistDataModule(ImageMaskDataModule):
             raise ValueError(f"val_holdout={self.val_holdout} leaves no training digit of {len(full)}")
         train = self._slice(full, 0, n_train)
         self.train_dataset = (ImageMaskDataset(train, mask=self.mask_generator, channels=1, random_masks=True)
-                              if self.train_masks else _Images(train.x))
+                              if self.train_masks else PlainImages(train.x))
         if self.val_split == "train":
             val = self._slice(full, n_train, n_train + self.val_limit)
         else:

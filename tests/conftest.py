@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from vipaint import resources
-from vipaint.gaussian import GaussianPrior, smooth_covariance
+from vipaint.priors.gaussian import GaussianPrior, smooth_covariance
 from vipaint.schedule import NoiseSchedule, linear_alphas_cumprod
 
 
@@ -35,14 +35,14 @@ def gaussian_prior(schedule) -> GaussianPrior:
 
 @pytest.fixture(scope="session")
 def tiny_unet_dir(tmp_path_factory) -> Path:
-    from vipaint.external import tiny_random_unet
+    from vipaint.priors.external import tiny_random_unet
 
     return tiny_random_unet(tmp_path_factory.mktemp("priors") / "tiny-unet", image_size=16, channels=3, seed=0)
 
 
 @pytest.fixture(scope="session")
 def tiny_prior(tiny_unet_dir):
-    from vipaint.external import PixelPrior
+    from vipaint.priors.external import PixelPrior
 
     return PixelPrior(str(tiny_unet_dir), local_files_only=True)
 

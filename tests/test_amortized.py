@@ -5,11 +5,13 @@ from __future__ import annotations
 import pytest
 import torch
 
-from amortized.encoder import AmortizedEncoder
-from amortized.module import AmortizedModule, predict_posterior
+from amortized.encoder import AmortizedEncoder, predict_posterior
+from amortized.module import AmortizedModule
 from vipaint.bound import evaluate_bound
+from vipaint.fit import FitConfig
 from vipaint.likelihood import GaussianLikelihood
 from vipaint.operators import Inpainting
+from vipaint.pipeline import VIPaintConfig
 from vipaint.posterior import HierarchicalPosterior
 
 
@@ -31,7 +33,7 @@ def test_untrained_encoder_reproduces_hand_made_init(gaussian_prior):
     y = op.forward(batch["x"])
     kp = gaussian_prior.schedule.keypoints((550, 400))
     enc = AmortizedEncoder(latent_channels=1, n_keypoints=2, width=16, depth=1)
-    pred = predict_posterior(enc, gaussian_prior, kp, op, y, batch["keep_mask"])
+    pred = predict_posterior(enc, gaussian_prior, kp, op, y, batch["keep_mask"], VIPaintConfig())
     hand = HierarchicalPosterior(kp, gaussian_prior.latent_shape, batch=4)
     hand.initialize(gaussian_prior, y)
     for a, b in ((pred.mu, hand.mu), (pred.logvar, hand.logvar), (pred.gamma, hand.gamma)):
@@ -40,14 +42,16 @@ def test_untrained_encoder_reproduces_hand_made_init(gaussian_prior):
 
 def test_training_improves_the_bound_and_leaves_the_prior_alone(gaussian_prior):
     torch.manual_seed(0)
-    module = AmortizedModule(prior=gaussian_prior, n_samples=4, n_grid=20, width=16, depth=1, lr=3e-3)
+    module = AmortizedModule(prior=gaussian_prior, vipaint=VIPaintConfig(fit=FitConfig(n_grid=20)), n_samples=4,
+                             width=16, depth=1, lr=3e-3)
     batch = _batch(gaussian_prior)
 
     def bound() -> float:
         op = Inpainting(batch["keep_mask"], 0.05)
         y = op.forward(batch["x"])
         with torch.no_grad():
-            post = predict_posterior(module.encoder, gaussian_prior, module.keypoints, op, y, batch["keep_mask"])
+            post = predict_posterior(module.encoder, gaussian_prior, module.keypoints, op, y, batch["keep_mask"],
+                                     module.config)
             terms = evaluate_bound(gaussian_prior, post, GaussianLikelihood(op, gaussian_prior), y, 64, 20,
                                    torch.Generator().manual_seed(1))
         return float(terms.elbo.mean())
@@ -75,12 +79,11 @@ def _loss(module, batch):
 def test_checkpoint_drops_the_prior_and_infer_uses_it(tiny_prior, tiny_unet_dir, tmp_path):
     import lightning.pytorch as pl
 
-    from vipaint.fit import FitConfig
-    from vipaint.module import VIPaintModule
+    from vipaint.jobs.module import VIPaintModule
     from vipaint.refine import RefineConfig
-    from vipaint.sampler import VIPaintConfig
 
-    module = AmortizedModule(prior=tiny_prior, n_samples=1, n_grid=5, width=8, depth=1)
+    module = AmortizedModule(prior=tiny_prior, vipaint=VIPaintConfig(fit=FitConfig(n_grid=5)), n_samples=1, width=8,
+                             depth=1)
     trainer = pl.Trainer(max_steps=0, logger=False, enable_checkpointing=False, enable_progress_bar=False)
     trainer.strategy.connect(module)
     trainer.save_checkpoint(tmp_path / "enc.ckpt")
@@ -91,7 +94,7 @@ def test_checkpoint_drops_the_prior_and_infer_uses_it(tiny_prior, tiny_unet_dir,
     # A checkpoint and the exported folder say the same about what the encoder was trained for.
     _, from_ckpt = load_encoder(tmp_path / "enc.ckpt")
     _, from_folder = load_encoder(module.export(str(tmp_path / "enc_folder")))
-    assert from_ckpt["keypoints"] == from_folder["keypoints"] == [550, 400]     # None = the K=2 default
+    assert from_ckpt["keypoints"] == from_folder["keypoints"] == [550, 400]     # the default K=2 set
     assert from_ckpt["operator"] == from_folder["operator"] == {"name": "inpainting", "sigma_y": 0.05}
     keep = torch.ones(2, 1, 16, 16)
     keep[:, :, 4:12, 4:12] = 0
@@ -101,7 +104,7 @@ def test_checkpoint_drops_the_prior_and_infer_uses_it(tiny_prior, tiny_unet_dir,
         vip = VIPaintModule(prior=tiny_prior, init="amortized", encoder_ckpt=str(tmp_path / "enc.ckpt"),
                             vipaint=settings, n_samples=2, progress=False)
         out = vip._run(batch, 0)
-        assert out["status"] == ["ok", "ok"] and torch.isfinite(out["samples"]).all()
+        assert [r.status for r in out] == ["ok", "ok"] and all(torch.isfinite(r.samples).all() for r in out)
 
 
 def test_encoder_folder_round_trip_and_bad_folders(tmp_path):
@@ -125,14 +128,14 @@ def test_encoder_folder_round_trip_and_bad_folders(tmp_path):
 
 
 def test_amortized_init_needs_a_path_except_for_the_shipped_prior(tiny_prior):
-    from vipaint.module import VIPaintModule
+    from vipaint.jobs.module import VIPaintModule
 
     with pytest.raises(ValueError, match="encoder_ckpt"):
         VIPaintModule(prior=tiny_prior, init="amortized")
 
 
 def test_auto_init_is_hand_made_without_an_encoder(tiny_prior):
-    from vipaint.module import VIPaintModule
+    from vipaint.jobs.module import VIPaintModule
 
     assert VIPaintModule(prior=tiny_prior).init == "hand"      # no shipped encoder for this prior: no error
     with pytest.raises(ValueError, match="init must be"):

@@ -1,14 +1,22 @@
-"""The benchmark harness (``bench/compare.py``, ``bench/equal_compute.py``): long runs keep and resume their rows.
+"""The benchmark harness (``python -m bench.compare``, ``bench.equal_compute``, ``bench.amortized``): long runs keep
+and resume their rows, every bench runs the one entry point (``vipaint.Inpainter``) and records its run the same way.
 
 A table on the CPU takes hours, so every row is written when it is measured and ``--resume`` keeps the rows
 of an earlier run with the same settings: checked end to end on a tiny random prior and the demo photos.
 """
 import json
+import re
+import subprocess
+import sys
+from datetime import datetime
+from pathlib import Path
 
 import pytest
 import torch
 
-from bench import amortized, compare, equal_compute
+from bench import amortized, compare, equal_compute, report
+
+BENCH = Path(__file__).resolve().parents[1] / "bench"
 
 
 def _args(prior_dir, out, *extra):
@@ -21,7 +29,11 @@ def test_rows_are_written_as_measured_and_resume_keeps_them(tmp_path, tiny_unet_
     compare.main(_args(tiny_unet_dir, out, "--methods", "vipaint2:1,dps:2"))
     first = json.loads(out.read_text())
     assert [(r["method"], r["budget"]) for r in first["rows"]] == [("vipaint2", 1), ("dps", 2)]
-    assert not list(tmp_path.glob("*.tmp"))          # written atomically
+    assert not [p for p in tmp_path.iterdir() if p.name != "table.json"]   # written atomically: no temp file left
+    assert first["command"].startswith("python -m bench.compare --prior ")   # the header of every bench
+    assert first["commit"] and "dirty" in first and first["device"].startswith("cpu: ") and first["torch"]
+    assert first["rows"][0]["settings"]["initialiser"] == "hand"            # vipaint2: the paper's hand-made λ
+    assert first["rows"][0]["settings"]["refine"]["scale"] == 1.0           # resolved: no tuned ζ for this prior
 
     compare.main(_args(tiny_unet_dir, out, "--methods", "vipaint2:1,dps:2,red_diff:2", "--resume"))
     second = json.loads(out.read_text())["rows"]
@@ -30,6 +42,14 @@ def test_rows_are_written_as_measured_and_resume_keeps_them(tmp_path, tiny_unet_
 
     with pytest.raises(SystemExit, match="samples"):   # other settings: refuse rather than mix two runs
         compare.main(_args(tiny_unet_dir, out, "--methods", "dps:2", "--resume", "--samples", "2"))
+
+    # A row measured with other resolved settings (say, before the prior shipped a tuned guidance weight) is not
+    # kept either, even when the command line is the same.
+    stale = json.loads(out.read_text())
+    stale["rows"][0]["settings"]["refine"]["scale"] = 2.0
+    out.write_text(json.dumps(stale))
+    with pytest.raises(SystemExit, match="other settings"):
+        compare.main(_args(tiny_unet_dir, out, "--methods", "vipaint2:1,dps:2", "--resume"))
 
 
 def test_finished_rows_without_a_file_is_empty(tmp_path):
@@ -81,8 +101,69 @@ def test_amortized_bench_checks_its_encoder_like_infer_does(tmp_path, tiny_unet_
     base = ["--prior", str(tiny_unet_dir), "--data", "demo", "--n-images", "2", "--batch", "2", "--samples", "1",
             "--masks", "half", "--lpips-net", "none", "--budgets", "0,1", "--encoder", str(tmp_path / "enc")]
     amortized.main([*base, "--out", str(tmp_path / "a.json")])
-    rows = json.loads((tmp_path / "a.json").read_text())["rows"]
+    result = json.loads((tmp_path / "a.json").read_text())
+    rows = result["rows"]
     assert [(r["init"], r["fit_iters"]) for r in rows] == [("hand", 0), ("hand", 1), ("amortized", 0), ("amortized", 1)]
     assert all(r["images"] == 2 and torch.isfinite(torch.tensor(r["elbo"])) for r in rows)
+    assert result["command"].startswith("python -m bench.amortized ")
     with pytest.raises(ValueError, match="trained for keypoints"):
         amortized.main([*base, "--keypoints", "700,300", "--out", str(tmp_path / "b.json")])
+
+
+def test_amortized_bench_counts_what_the_pipeline_counts(tmp_path, tiny_unet_dir):
+    """Network evaluations per digit are ``Restoration.nfe`` of the one entry point, not a count of the bench's own."""
+    from amortized.encoder import AmortizedEncoder, save_encoder
+    from vipaint.fit import FitConfig
+    from vipaint.jobs.api import Inpainter
+    from vipaint.operators import OperatorConfig
+    from vipaint.pipeline import VIPaintConfig
+    from vipaint.refine import RefineConfig
+
+    save_encoder(AmortizedEncoder(latent_channels=3, n_keypoints=2, width=8, depth=1), tmp_path / "enc",
+                 {"keypoints": [550, 400]})
+    amortized.main(["--prior", str(tiny_unet_dir), "--data", "demo", "--n-images", "2", "--batch", "2", "--samples",
+                    "1", "--masks", "half", "--lpips-net", "none", "--budgets", "0,2", "--encoder", str(tmp_path / "enc"),
+                    "--vipaint-set", "refine.n_steps=2", "--out", str(tmp_path / "a.json")])
+    nfe = {(r["init"], r["fit_iters"]): r["nfe_per_image"] for r in json.loads((tmp_path / "a.json").read_text())["rows"]}
+    for n in (0, 2):
+        cfg = VIPaintConfig(n_eval_samples=amortized.EVAL_SAMPLES, fit=FitConfig(n_iter=n),
+                            refine=RefineConfig(n_steps=2))
+        solver = Inpainter(str(tiny_unet_dir), vipaint=cfg, operator=OperatorConfig(), n_samples=1, init="hand")
+        x = torch.zeros(1, 3, 16, 16)
+        assert nfe[("hand", n)] == nfe[("amortized", n)] == solver(x, torch.ones(1, 1, 16, 16)).nfe
+    assert nfe[("hand", 2)] > nfe[("hand", 0)]
+
+
+def test_report_header_and_atomic_json(tmp_path):
+    head = report.header("compare", ["--budgets", "vipaint2=5,10 dps=20"])
+    assert head["command"] == "python -m bench.compare --budgets 'vipaint2=5,10 dps=20'"   # pasteable as is
+    assert head["commit"] == "unknown" or re.fullmatch(r"[0-9a-f]{40}", head["commit"])
+    assert datetime.fromisoformat(head["date"]).utcoffset().total_seconds() == 0
+    report.write_json(tmp_path / "sub" / "r.json", {**head, "value": float("nan")})
+    assert json.loads((tmp_path / "sub" / "r.json").read_text())["value"] == "NaN"   # strict JSON
+    assert [p.name for p in (tmp_path / "sub").iterdir()] == ["r.json"]
+
+
+def test_benches_run_as_modules_without_path_patches():
+    """``python -m bench.NAME`` from the repository root: no ``sys.path`` patches, usage strings say so."""
+    for path in BENCH.glob("*.py"):
+        src = path.read_text()
+        assert "sys.path" not in src and "E402" not in src, path.name
+        assert "python bench/" not in src, path.name
+    out = subprocess.run([sys.executable, "-m", "bench.compare", "--help"], cwd=BENCH.parent, capture_output=True,
+                         text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert "python -m bench.compare" in out.stdout and "bench/results/compare.json" in out.stdout
+
+
+def test_readme_lists_which_file_backs_which_table():
+    """``bench/results/`` holds exactly the files of ``bench/README.md``'s list "which file backs which table", and
+    every result file the README quotes outside that list (commands, links) is there too, or said to be deleted."""
+    readme = (BENCH / "README.md").read_text()
+    listing = readme.split("## Which file backs which table", 1)[1].split("\n\n", 2)[1]   # the table after the heading
+    names = lambda text: set(re.findall(r"results/([\w.-]+\.(?:json|png))", text))  # noqa: E731
+    kept = {p.name for p in (BENCH / "results").iterdir()}
+    assert names(listing) == kept
+    for line in readme.splitlines():
+        missing = names(line) - kept
+        assert not missing or "deleted" in line, line

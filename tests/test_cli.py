@@ -23,12 +23,12 @@ from datamodules.demo import DEFAULT_DEMO_IMAGES  # noqa: E402
 from vipaint.baselines import BaselinesConfig  # noqa: E402
 from vipaint.fit import FitConfig  # noqa: E402
 from vipaint.operators import OperatorConfig  # noqa: E402
-from vipaint.sampler import VIPaintConfig  # noqa: E402
-from vipaint.writer import RESULT_FILE, VIPaintWriter  # noqa: E402
+from vipaint.pipeline import VIPaintConfig  # noqa: E402
+from vipaint.jobs.writer import RESULT_FILE, VIPaintWriter  # noqa: E402
 
 CONFIGS = ROOT / "configs"
 TINY = CONFIGS / "infer_tiny.yaml"
-TRAIN_PREFIXES = ("train", "prior_", "amortized_")
+TRAIN_PREFIXES = ("train", "prior_", "amortized_", "autoencoder_")
 
 
 def _tiny16(unet_dir: Path) -> list[str]:
@@ -39,6 +39,17 @@ def _tiny16(unet_dir: Path) -> list[str]:
 
 def _is_train_config(path: Path) -> bool:
     return path.name.startswith(TRAIN_PREFIXES)
+
+
+DEFAULT = CONFIGS / "infer_default.yaml"
+
+
+def _infer_config_args(path: Path) -> list[str]:
+    """``--config`` arguments that run an inference config as documented: a full job config alone, an overlay
+    (no ``data:``, e.g. infer_k4_authors.yaml: "a second config after the job's own") after infer_default.yaml,
+    since infer.py loads infer_default.yaml only when no ``--config`` is given."""
+    overlay = "data" not in (yaml.safe_load(path.read_text()) or {})
+    return (["--config", str(DEFAULT)] if overlay else []) + ["--config", str(path)]
 
 
 ALL_CONFIGS = sorted(CONFIGS.glob("*.yaml"))
@@ -63,7 +74,7 @@ def test_every_config_parses(config, capsys):
             train.main(["fit", "--config", str(config), "--print_config"])
     else:
         with pytest.raises(SystemExit) as exc:
-            infer.main(["--config", str(config), "--print_config"])
+            infer.main([*_infer_config_args(config), "--print_config"])
     assert exc.value.code in (0, None), capsys.readouterr().err[-3000:]
     out = capsys.readouterr().out
     for key in ("model:", "data:", "trainer:", "class_path:"):
@@ -87,12 +98,13 @@ def _settings_parser() -> ArgumentParser:
 def test_settings_nest_as_declared(capsys):
     """A nested option reaches its dataclass field; the k4 config overrides the default config key by key."""
     with pytest.raises(SystemExit):
-        infer.main(["--config", str(CONFIGS / "infer_k4_authors.yaml"), "--model.vipaint.fit.n_iter", "7",
+        infer.main(["--config", str(DEFAULT), "--config", str(CONFIGS / "infer_k4_authors.yaml"),
+                    "--model.vipaint.fit.n_iter", "7",
                     "--model.operator.sigma_y", "0.1", "--model.baselines.dps.n_steps", "25", "--print_config"])
     model = yaml.safe_load(capsys.readouterr().out)["model"]
     vip = model["vipaint"]
     assert vip["fit"]["n_iter"] == 7 and vip["fit"]["n_samples"] == 10 and vip["fit"]["lr_mu"] == FitConfig.lr_mu
-    assert vip["keypoints"] == [550, 500, 450, 400] and vip["likelihood"]["kind"] == "authors"
+    assert vip["keypoints"] == [550, 500, 450, 400] and vip["likelihood"]["kind"] == "l1_lpips"
     assert vip["refine"]["n_steps"] == 400 and vip["refine"]["guidance"] == "gradient"
     assert model["operator"]["sigma_y"] == 0.1 and model["baselines"]["dps"]["n_steps"] == 25
 
@@ -101,11 +113,11 @@ def test_hparams_are_plain_yaml(tiny_prior, tmp_path):
     """A module built in Python saves its dataclass settings as plain values: hparams.yaml reads back safely."""
     from lightning.pytorch.core.saving import save_hparams_to_yaml
 
-    from vipaint.module import VIPaintModule
+    from vipaint.jobs.module import VIPaintModule
 
     module = VIPaintModule(prior=tiny_prior, vipaint=VIPaintConfig(keypoints=(550, 400), fit=FitConfig(n_iter=3)),
                            operator=OperatorConfig(name="blur"), progress=False)
-    assert module.config.fit.n_iter == 3 and module.operator_config.name == "blur"
+    assert module.solver.config.fit.n_iter == 3 and module.solver.operator.name == "blur"
     save_hparams_to_yaml(tmp_path / "hparams.yaml", module.hparams_initial)
     saved = yaml.safe_load((tmp_path / "hparams.yaml").read_text())
     assert saved["vipaint"]["fit"]["n_iter"] == 3 and saved["vipaint"]["keypoints"] == [550, 400]

@@ -18,7 +18,7 @@ from vipaint.fit import FitConfig
 from vipaint.likelihood import GaussianLikelihood
 from vipaint.operators import Inpainting
 from vipaint.refine import RefineConfig
-from vipaint.sampler import VIPaintConfig, vipaint
+from vipaint.pipeline import VIPaintConfig, vipaint
 
 N_SAMPLES = 1024
 
@@ -111,7 +111,7 @@ def _cg_gradient(prior, problem, cg_steps, t=500, seed=3):
 def test_cg_falls_back_to_the_isotropic_gradient_where_the_jacobian_is_no_covariance(schedule, problem):
     """A 'denoiser' with a negative-definite Jacobian (prior covariance -0.05 I): C = σ_y² I + c A J Aᵀ is no
     covariance, so CG would divide by ~0; every sample must fall back to exactly the isotropic gradient."""
-    from vipaint.gaussian import GaussianPrior
+    from vipaint.priors.gaussian import GaussianPrior
 
     bad = GaussianPrior(torch.zeros(1, 8, 8), -0.05 * torch.eye(64), schedule)
     bad.data_std = 0.5            # its own would be the root of a negative variance; r_t² needs a number

@@ -33,8 +33,10 @@ def test_default_job_inpaints_the_demo_digits(tmp_path):
     assert sorted(p.name for p in out.iterdir() if p.is_dir()) == names
     from PIL import Image
 
-    # observation | 4 composites | mean | std per row, 28 px cells with 2 px gaps, shown at 2x
-    assert Image.open(out / "overview.png").size == (((28 + 2) * 7 + 2) * 2, ((28 + 2) * 24 + 2) * 2)
+    # observation | 4 composites | mean | std | input per row, one row per digit: 28 px cells shown at 4x with 4 px
+    # gaps (jobs.figures.titled_sheet), under an 18 px title bar, right of a 78 px column of names ("test_00000")
+    cell, pad = 28 * 4, 4
+    assert Image.open(out / "overview.png").size == (78 + 8 * (cell + pad) + pad, 18 + 24 * (cell + pad) + pad)
     x = torch.stack([read_image(MNIST_DEMO_DIR / "images" / f"{n}.png") for n in names])
     keep = torch.stack([read_mask(MNIST_DEMO_DIR / "masks" / f"{n}.png") for n in names])
     mean = torch.stack([read_image(out / n / "mean.png") for n in names])

@@ -2,7 +2,7 @@
 import pytest
 import torch.distributed as dist
 
-from vipaint.distributed import release_process_group
+from vipaint.jobs.distributed import release_process_group
 
 
 def _init_single_gloo(tmp_path):

@@ -10,11 +10,11 @@ import pytest
 import torch
 
 from vipaint.fit import FitConfig
-from vipaint.gaussian import smooth_covariance
-from vipaint.gaussian_mixture import GaussianMixturePrior, mode_statistics, three_mode_example
+from vipaint.priors.gaussian import smooth_covariance
+from vipaint.priors.gaussian_mixture import GaussianMixturePrior, mode_statistics, three_mode_example
 from vipaint.likelihood import GaussianLikelihood
 from vipaint.refine import RefineConfig
-from vipaint.sampler import VIPaintConfig, vipaint
+from vipaint.pipeline import VIPaintConfig, vipaint
 
 
 def test_denoiser_matches_monte_carlo(schedule):

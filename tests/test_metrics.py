@@ -1,4 +1,4 @@
-"""vipaint.metrics against hand-computed values (PSNR, SSIM vs skimage, LPIPS vs lpips directly)."""
+"""vipaint.evaluation.metrics against hand-computed values (PSNR, SSIM vs skimage, LPIPS vs lpips directly)."""
 from __future__ import annotations
 
 import math
@@ -6,8 +6,8 @@ import math
 import pytest
 import torch
 
-from vipaint.metrics import composite, diversity, lpips_distance, psnr, score_samples, ssim
-from vipaint.perceptual import load_lpips
+from vipaint.evaluation.metrics import composite, diversity, lpips_distance, psnr, score_samples, ssim
+from vipaint.evaluation.perceptual import load_lpips
 
 
 def _imgs(b=2, c=3, h=32, w=32, seed=0, lo=-1.0, hi=1.0):

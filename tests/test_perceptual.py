@@ -1,4 +1,4 @@
-"""Tests for vipaint.perceptual: offline LPIPS loading and masked LPIPS.
+"""Tests for vipaint.evaluation.perceptual: offline LPIPS loading and masked LPIPS.
 
 They need the LPIPS backbones (safetensors, lpips state-dict keys): the ``lpips_dir`` fixture
 (``vipaint.resources``, $VIPAINT_LPIPS_BACKBONE_DIR) skips them when it is not configured
@@ -12,8 +12,8 @@ import urllib.error
 import pytest
 import torch
 
-from vipaint import perceptual
-from vipaint.perceptual import load_lpips, masked_lpips
+from vipaint.evaluation import perceptual
+from vipaint.evaluation.perceptual import load_lpips, masked_lpips
 from vipaint.resources import RESOURCES
 
 ENV = RESOURCES["lpips"].env

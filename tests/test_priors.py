@@ -5,12 +5,12 @@ from __future__ import annotations
 import pytest
 import torch
 
-from vipaint.external import LatentPrior, PixelPrior, PriorLoadError
+from vipaint.priors.external import LatentPrior, PixelPrior, PriorLoadError
 from vipaint.fit import FitConfig
 from vipaint.likelihood import GaussianLikelihood
 from vipaint.operators import Inpainting
 from vipaint.refine import RefineConfig
-from vipaint.sampler import VIPaintConfig, vipaint
+from vipaint.pipeline import VIPaintConfig, vipaint
 
 
 def _unet(channels: int, size: int, seed: int = 0):

@@ -5,7 +5,7 @@ import math
 
 import torch
 
-from vipaint.scoring import lpips_ready, score_inpainting
+from vipaint.evaluation.scoring import lpips_ready, score_inpainting
 
 
 def case(B=2, N=3, H=16):

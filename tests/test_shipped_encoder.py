@@ -11,16 +11,16 @@ import json
 
 import torch
 
-from amortized.encoder import CONFIG_NAME, SHIPPED_ENCODERS, WEIGHTS_NAME, load_encoder, shipped_encoder_for
-from amortized.module import initial_posterior
+from amortized.encoder import CONFIG_NAME, WEIGHTS_NAME, AmortizedInit, load_encoder, shipped_encoder_for
 from datamodules.demo import MNIST_DEMO_DIR
 from datamodules.io import read_image, read_mask
 from vipaint.bound import evaluate_bound
-from vipaint.external import SHIPPED_PRIORS, PixelPrior
+from vipaint.priors.external import PixelPrior
+from vipaint.priors.shipped import SHIPPED_ENCODERS, SHIPPED_PRIORS
 from vipaint.likelihood import GaussianLikelihood
 from vipaint.operators import Inpainting
 from vipaint.posterior import HierarchicalPosterior
-from vipaint.sampler import resolve_keypoints
+from vipaint.pipeline import VIPaintConfig, resolve_keypoints
 
 # Measured 2026-12-01 with the shipped weights: -278.8 nats (hand-made) against -142.8 (encoder), 8 samples per digit;
 # an untrained encoder gives exactly the hand-made λ (difference 0).
@@ -46,13 +46,13 @@ def test_shipped_encoder_raises_the_bound_on_held_out_digits():
     keep = torch.stack([read_mask(MNIST_DEMO_DIR / "masks" / f"{n}.png") for n in names])
     prior = PixelPrior("vipaint-mnist")
     encoder, _ = load_encoder(FOLDER)
-    keypoints = resolve_keypoints(prior, None)
+    keypoints = resolve_keypoints(prior, VIPaintConfig())
     op = Inpainting(keep, 0.05)
     y = op.observe(x, torch.Generator().manual_seed(0))
     lik = GaussianLikelihood(op, prior)
     hand = HierarchicalPosterior(keypoints, prior.latent_shape, batch=len(x))
     hand.initialize(prior, prior.encode(op.to_image(y)))
-    amortized = initial_posterior(encoder, prior, keypoints, op, y, keep)
+    amortized = AmortizedInit(encoder, keep)(prior, op, y, keypoints, VIPaintConfig())
     with torch.no_grad():
         bounds = {name: float(evaluate_bound(prior, post, lik, y, 8, generator=torch.Generator().manual_seed(1))
                               .elbo.mean())
@@ -65,9 +65,9 @@ def test_infer_finds_the_shipped_encoder_without_a_path():
     import pytest
 
     from vipaint.fit import FitConfig
-    from vipaint.module import VIPaintModule
+    from vipaint.jobs.module import VIPaintModule
     from vipaint.refine import RefineConfig
-    from vipaint.sampler import VIPaintConfig
+    from vipaint.pipeline import VIPaintConfig
 
     prior = PixelPrior("vipaint-mnist")
     settings = VIPaintConfig(n_eval_samples=0, fit=FitConfig(n_iter=2, n_samples=2), refine=RefineConfig(n_steps=2))
@@ -78,14 +78,14 @@ def test_infer_finds_the_shipped_encoder_without_a_path():
              "keep_mask": torch.stack([read_mask(MNIST_DEMO_DIR / "masks" / f"{n}.png") for n in names]),
              "name": names, "index": torch.tensor([0, 1])}
     out = module._run(batch, 0)
-    assert out["status"] == ["ok", "ok"] and torch.isfinite(out["samples"]).all()
+    assert [r.status for r in out] == ["ok", "ok"] and all(torch.isfinite(r.samples).all() for r in out)
     with pytest.raises(ValueError, match="trained for keypoints"):
         VIPaintModule(prior=prior, init="amortized", vipaint=VIPaintConfig(keypoints=(600, 300)))
 
 
 def test_auto_init_uses_the_encoder_only_where_it_fits():
-    from vipaint.module import VIPaintModule
-    from vipaint.sampler import VIPaintConfig
+    from vipaint.jobs.module import VIPaintModule
+    from vipaint.pipeline import VIPaintConfig
     from vipaint.schedule import DEFAULT_KEYPOINTS
 
     prior = PixelPrior("vipaint-mnist")

@@ -13,7 +13,8 @@ import torch
 
 from datamodules.demo import MNIST_DEMO_DIR
 from datamodules.io import read_image
-from vipaint.external import SHIPPED_PRIORS, PixelPrior
+from vipaint.priors.external import PixelPrior
+from vipaint.priors.shipped import SHIPPED_PRIORS
 
 
 def demo_digits() -> torch.Tensor:

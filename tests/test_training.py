@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from vipaint.training import PriorTrainingModule, sample_timesteps
+from vipaint.priors.training import PriorTrainingModule, sample_timesteps
 
 ROOT_CONFIG = "configs/prior_mnist.yaml"
 TINY = ["--model.init_args.block_out_channels", "[8, 16, 16]", "--model.init_args.sample_every_val", "4",
@@ -72,7 +72,7 @@ def test_train_export_and_resume(tmp_path, monkeypatch, fake_mnist):
     assert int(first["state_dict"]["ema_updates"]) == 3        # the EMA of the checkpoint is up to date
     assert int(second["state_dict"]["ema_updates"]) == 5
 
-    from vipaint.external import PixelPrior
+    from vipaint.priors.external import PixelPrior
 
     prior = PixelPrior(str(export), local_files_only=True)
     assert prior.image_shape == (1, 28, 28)

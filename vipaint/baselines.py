@@ -1,4 +1,4 @@
-r"""Baselines in the same harness: DPS, RED-diff and RePaint on any ``Prior`` and ``Operator``.
+r"""Baselines in the same harness: DPS, RED-diff and RePaint on any ``Prior`` and ``Operator`` (docs/method.md §12).
 
 Each is a function ``(prior, operator, y, n_samples, config, generator) -> (samples (B, N, C, H, W), nfe)``
 drawing N samples per observation in one batch of B·N (image-major, like VIPaint).
@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
-from .noise import randn_like
+from .rng import randn_like
 from .operators import Inpainting, Operator, repeat_observation
 from .prior import Prior
 from .schedule import ddim_std, ddim_step_mean

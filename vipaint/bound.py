@@ -1,4 +1,4 @@
-r"""The variational bound of VIPaint, in nats per image, as three named terms.
+r"""The variational bound of VIPaint, in nats per image, as three named terms (docs/method.md §6).
 
 ``log p(y) ≥ ELBO = recon - kl_prior - kl_hier`` with (notation of ``schedule.py``/``posterior.py``;
 t_1 = T_e top keypoint, t_K = T_s bottom keypoint, s_0 = T_e < s_1 < ... < s_N = T-1 a grid above T_e):
@@ -13,7 +13,7 @@ t_1 = T_e top keypoint, t_K = T_s bottom keypoint, s_0 = T_e < s_1 < ... < s_N =
 * q extends q(z_{T_e}) = N(m, v) (diagonal) upwards by the forward process, so every marginal
   q(z_s) = N(α_{s|T_e} m, α²_{s|T_e} v + σ²_{s|T_e}) and every reverse step q(z_s | z_t) is Gaussian in
   closed form. The authors condition each step on the sampled z_{T_e} instead (a bridge whose
-  variance their code gets wrong, method.md §8.2, evaluated with a KL precedence bug, §8.1); integrating
+  variance their code gets wrong, docs/method.md §10.2, evaluated with a KL precedence bug, §10.1); integrating
   z_{T_e} out gives the same bound with lower variance, every term a non-negative KL.
 * p(z_s | z_t) = q(z_s | z_t, x_0 = x̂_0(z_t)), the DDPM ancestral step of the pretrained prior on the grid.
 * The sum over the N grid steps is estimated with one stratified step per Monte Carlo sample, times N,
@@ -26,8 +26,8 @@ isotropic Gaussian prior. Every KL term is an exact Gaussian KL and the prior ch
 upper bound on KL(q(z_{T_e}) || p(z_{T_e})) for the prior as a DDPM sampler on that grid.
 
 Weights: ``beta_prior``/``beta_hier`` multiply kl_prior/kl_hier in the loss (1 = the bound). The authors
-use 100 and 100 (method.md §3) on per-element means with their L1+LPIPS loss; with their formulas
-the prior term is orders of magnitude weaker than the true KL near T_e (§8.2 table), so their β
+use 100 and 100 (docs/method.md §10.6) on per-element means with their L1+LPIPS loss; with their formulas
+the prior term is orders of magnitude weaker than the true KL near T_e (§10.2), so their β
 values do not carry over to the correct terms.
 """
 from __future__ import annotations
@@ -38,7 +38,7 @@ import torch
 from torch import Tensor
 
 from .posterior import HierarchicalPosterior, gaussian_kl
-from .noise import rand, randn_like
+from .rng import rand, randn_like
 from .prior import Prior
 
 __all__ = ["BoundTerms", "prior_kl", "evaluate_bound"]

@@ -6,7 +6,8 @@ whose mask is per image), t being the integer timestep whose one-step estimate x
 * ``GaussianLikelihood`` (default): Σ_observed log N(y; A x, σ_y² + r_t² a²) in nats (``operators.py``).
   With ``marginalize_denoiser`` the variance r_t² of x_0 given z_t (``Prior.denoiser_variance``) is
   added, so that a noisy z_t is not asked to reproduce y exactly; r_0² ≈ 0 at the end of refinement.
-* ``AuthorsReconstruction``: the loss of the authors' code (method.md §3a), negated:
+* ``L1LpipsReconstruction`` (kind ``"l1_lpips"``): the L1 + LPIPS loss of the authors' code, negated
+  (docs/method.md §5.3):
   ``-(l1_weight · mean|m⊙(y - x)| + lpips_weight · LPIPS(m⊙y, m⊙x))`` with l1_weight = 100/(2·0.566²),
   lpips_weight = 100. Not a normalised density, so the bound is then not a bound on log p(y). Only
   for inpainting (the authors drop LPIPS for other operators, and so do we: use the Gaussian).
@@ -23,7 +24,10 @@ from .operators import Inpainting, Operator, repeat_observation
 from .prior import Prior
 from .schedule import tweedie_scale
 
-__all__ = ["LikelihoodConfig", "GaussianLikelihood", "AuthorsReconstruction", "make_likelihood"]
+__all__ = ["LikelihoodConfig", "GaussianLikelihood", "L1LpipsReconstruction", "make_likelihood", "KINDS"]
+
+#: The likelihood kinds ``LikelihoodConfig.kind`` accepts.
+KINDS = ("gaussian", "l1_lpips")
 
 
 @dataclass
@@ -31,7 +35,8 @@ class LikelihoodConfig:
     """Which reconstruction term the bound and the refiner use.
 
     Args:
-        kind: "gaussian" (a density, default) or "authors" (L1 + LPIPS of method.md §3; inpainting only).
+        kind: "gaussian" (a density, default) or "l1_lpips" (the authors' L1 + LPIPS loss, docs/method.md §5.3;
+            inpainting only). The old spelling "authors" is refused with a message naming the new one.
         marginalize_denoiser: add r_t² to the Gaussian's variance (see ``GaussianLikelihood``).
         cg_steps: conjugate-gradient steps for a covariance-aware Gaussian gradient (pixel priors; 0 = off;
             each step costs one more backward pass). Exact for Gaussian and mixture priors. A learned
@@ -43,11 +48,18 @@ class LikelihoodConfig:
             else torchvision's download (``vipaint.resources``).
     """
 
-    kind: Literal["gaussian", "authors"] = "gaussian"
+    kind: Literal["gaussian", "l1_lpips"] = "gaussian"
     marginalize_denoiser: bool = True
     cg_steps: int = 0
     lpips_net: Literal["vgg", "alex", "squeeze"] = "vgg"
     lpips_backbone: str | None = None
+
+    def __post_init__(self):
+        if self.kind == "authors":
+            raise ValueError("likelihood kind 'authors' was renamed 'l1_lpips' "
+                             "(--model.vipaint.likelihood.kind l1_lpips)")
+        if self.kind not in KINDS:
+            raise ValueError(f"unknown likelihood kind {self.kind!r}; expected one of {KINDS}")
 
 
 class _Likelihood:
@@ -137,12 +149,12 @@ class GaussianLikelihood(_Likelihood):
         return op.adjoint(v).detach(), sound
 
 
-class AuthorsReconstruction(_Likelihood):
+class L1LpipsReconstruction(_Likelihood):
     def __init__(self, operator: Operator, lpips_model: Callable | None, l1_weight: float = 100 / (2 * 0.566**2),
                  lpips_weight: float = 100.0):
         if not isinstance(operator, Inpainting):
-            raise ValueError("the authors' L1+LPIPS reconstruction is defined for inpainting only; "
-                             "use likelihood='gaussian' for blur and super-resolution")
+            raise ValueError("the L1+LPIPS reconstruction (likelihood kind 'l1_lpips') is defined for inpainting only; "
+                             "use kind 'gaussian' for blur and super-resolution")
         self.operator = operator
         self.lpips_model = lpips_model
         self.l1_weight = l1_weight
@@ -168,6 +180,6 @@ def make_likelihood(config: LikelihoodConfig, operator: Operator, prior: Prior, 
     """The likelihood ``config`` describes for one batch's operator (``lpips_model``: the authors' loss only)."""
     if config.kind == "gaussian":
         return GaussianLikelihood(operator, prior, config.marginalize_denoiser, config.cg_steps)
-    if config.kind == "authors":
-        return AuthorsReconstruction(operator, lpips_model)
-    raise ValueError(f"unknown likelihood {config.kind!r}; expected 'gaussian' or 'authors'")
+    if config.kind == "l1_lpips":
+        return L1LpipsReconstruction(operator, lpips_model)
+    raise ValueError(f"unknown likelihood {config.kind!r}; expected one of {KINDS}")

@@ -1,4 +1,4 @@
-r"""Linear observation operators y = A x + σ_y ε and their Gaussian likelihood.
+r"""Linear observation operators y = A x + σ_y ε and their Gaussian likelihood (docs/method.md §5).
 
 ==============  =====================================================================
 symbol          meaning
@@ -11,7 +11,8 @@ symbol          meaning
 ``a²``          Σ_j A_ij², per row: how an isotropic variance r² on x reaches y (r² a²)
 ==============  =====================================================================
 
-Likelihood (the default of the bound; method.md §3 uses an L1+LPIPS loss instead, see ``losses.py``):
+Likelihood (the default of the bound; the authors' code uses an L1+LPIPS loss instead, docs/method.md §5.3,
+kind "l1_lpips" in ``likelihood.py``):
 
 ``log p(y | x) = Σ_valid log N(y; A x, σ_y² + r² a²)``
 
@@ -22,6 +23,7 @@ Missing pixels carry no term: they are integrated out exactly, not imputed.
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass
 from typing import Literal
 
@@ -29,7 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .noise import randn_like
+from .rng import randn_like
 
 __all__ = ["Operator", "Inpainting", "GaussianBlur", "SuperResolution", "OperatorConfig", "make_operator",
            "repeat_observation"]
@@ -229,6 +231,21 @@ class OperatorConfig:
     blur_kernel_size: int | None = None
     sr_factor: int = 4
     add_noise: bool = False
+
+    def __post_init__(self):
+        if self.name not in ("inpainting", "blur", "super_resolution"):
+            raise ValueError(f"operator.name must be 'inpainting', 'blur' or 'super_resolution', got {self.name!r}")
+        if self.sigma_y < 0:
+            raise ValueError(f"operator.sigma_y must be >= 0, got {self.sigma_y}")
+        if self.sigma_y == 0:
+            warnings.warn("operator.sigma_y = 0: a noiseless likelihood is infinitely sharp; expect the fit to "
+                          "struggle (0.01-0.05 is usual)", stacklevel=3)
+        if not self.blur_std > 0:
+            raise ValueError(f"operator.blur_std must be > 0, got {self.blur_std}")
+        if self.blur_kernel_size is not None and (self.blur_kernel_size < 1 or self.blur_kernel_size % 2 == 0):
+            raise ValueError(f"operator.blur_kernel_size must be odd and >= 1 (or null), got {self.blur_kernel_size}")
+        if self.sr_factor < 1:
+            raise ValueError(f"operator.sr_factor must be >= 1, got {self.sr_factor}")
 
 
 def make_operator(config: OperatorConfig, keep_mask: Tensor | None = None) -> Operator:

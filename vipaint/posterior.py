@@ -1,4 +1,4 @@
-r"""VIPaint-K: the hierarchical variational posterior over K keypoint latents (method.md §2).
+r"""VIPaint-K: the hierarchical variational posterior over K keypoint latents (docs/method.md §4).
 
 Keypoints t_1 > t_2 > ... > t_K (``T_e = t_1`` top, ``T_s = t_K`` bottom). Per image and keypoint k,
 three tensors of the latent's shape: ``mu[k]``, ``logvar[k]``, ``gamma[k]`` (λ in the paper).
@@ -10,11 +10,11 @@ three tensors of the latent's shape: ``mu[k]``, ``logvar[k]``, ``gamma[k]`` (λ 
 ``s_k``             DDIM std with stochasticity ``eta`` between t_{k-1} and t_k (η = 1: DDPM)
 ==================  ===================================================================================
 
-Where we differ from the authors' code (method.md §8): μ is multiplied by α once (they apply
-sqrt(ᾱ) at init and again in the mean, §8.4); the top mean is α_{t_1} μ_1 rather than
+Where we differ from the authors' code (docs/method.md §10): μ is multiplied by α once (they apply
+sqrt(ᾱ) at init and again in the mean, §10.3); the top mean is α_{t_1} μ_1 rather than
 sqrt(1 - τ²) μ_1, so μ reads as a clean-latent estimate at every level; the prior step uses
 DDIM(η) with η = 1 by default (the DDPM ancestral step, a proper generative model) where the code
-uses sqrt(0.2).
+uses sqrt(0.2) (§10.4).
 
 ``gamma[0]`` is unused (the top level has no prior mean to blend with); it is kept so that the three
 tensors share one shape (B, K, *latent).
@@ -26,7 +26,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from .noise import randn_like
+from .rng import randn_like
 from .prior import Prior
 from .schedule import ddim_std, ddim_step_mean
 
@@ -38,7 +38,8 @@ def gaussian_kl(mean_q: Tensor, var_q: Tensor, mean_p: Tensor, var_p: Tensor) ->
 
     ``½ [log(var_p / var_q) + (var_q + (mean_q - mean_p)²) / var_p - 1]``
 
-    (The authors' code computes ``½ var_p Δμ²`` for the mean term, an operator-precedence bug, §8.1.)
+    (The authors' code computes ``½ var_p Δμ²`` for the mean term, an operator-precedence bug,
+    docs/method.md §10.1.)
     """
     return 0.5 * (torch.log(var_p) - torch.log(var_q) + (var_q + (mean_q - mean_p) ** 2) / var_p - 1.0)
 
@@ -86,7 +87,7 @@ class HierarchicalPosterior(nn.Module):
         return len(self.keypoints)
 
     def param_groups(self, lr_mu: float, lr_logvar: float, lr_gamma: float) -> list[dict]:
-        """Adam parameter groups with the per-group learning rates of method.md §4."""
+        """Adam parameter groups with the per-group learning rates of docs/method.md §7."""
         return [{"params": [self.mu], "lr": lr_mu, "name": "mu"},
                 {"params": [self.logvar], "lr": lr_logvar, "name": "logvar"},
                 {"params": [self.gamma], "lr": lr_gamma, "name": "gamma"}]
@@ -102,8 +103,9 @@ class HierarchicalPosterior(nn.Module):
 
         μ_k = z_y (+ ``mean_noise``·N(0, I)); logvar_1 = log σ_{t_1}² (the prior marginal variance, so
         q(z_{t_1}) is the forward marginal of z_y); logvar_k = log (var_scale · s_k)²; γ_k = ``gamma``
-        (σ(4) = 0.982: q's mean is almost the prior's). method.md §2 uses var_scale = 0.7 relative to the
-        DDPM std, mean_noise 0.1-0.8 and gamma 4-5. Differentiable w.r.t. z_y.
+        (σ(4) = 0.982: q's mean is almost the prior's); docs/method.md §4.5. The authors' code uses
+        var_scale = 0.7 relative to the DDPM std, mean_noise 0.1-0.8 and gamma 4-5 (§10.5). Differentiable
+        w.r.t. z_y.
         """
         if z_y.shape[0] != self.mu.shape[0] or z_y.shape[1:] != self.mu.shape[2:]:
             raise ValueError(f"z_y has shape {tuple(z_y.shape)}, expected {(self.mu.shape[0], *self.mu.shape[2:])}")

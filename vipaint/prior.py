@@ -1,4 +1,4 @@
-r"""The one interface every diffusion prior presents to the math: a denoiser on a VP schedule.
+r"""The one interface every diffusion prior presents to the math: a denoiser on a VP schedule (docs/method.md §3).
 
 Notation (see ``schedule.py``): ``z_t = α_t z_0 + σ_t ε``; for pixel priors z ≡ x.
 
@@ -19,7 +19,7 @@ Networks predict ε, x_0 or v; ``Prior.denoise`` converts once, using α_t² + �
 * sample:  ``ε̂ = (z_t - α_t x̂_0) / σ_t``
 * v:       ``x̂_0 = α_t z_t - σ_t v̂``,  ``ε̂ = σ_t z_t + α_t v̂``  (Salimans & Ho 2022)
 
-This module imports only torch: the adapters for diffusers models live in ``external.py``.
+This module imports only torch: the adapters for diffusers models live in ``vipaint.priors.external``.
 """
 from __future__ import annotations
 
@@ -87,6 +87,9 @@ class Prior(nn.Module):
     #: outputs and all bound arithmetic stay float32). "bf16" on a device without native bf16 runs float32,
     #: with a warning (``native_bf16``).
     precision: str = "32"
+    #: VIPaint settings tuned for this prior (dotted names of ``pipeline.TUNABLE`` -> value), shipped with its
+    #: weights; applied only where a run leaves the setting unset.
+    tuned: dict[str, float] = {}
 
     def __init__(self, schedule: NoiseSchedule, latent_shape: tuple[int, int, int], image_shape: tuple[int, int, int]):
         super().__init__()

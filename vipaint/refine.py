@@ -1,4 +1,5 @@
-r"""Refinement below the lowest keypoint: the prior's reverse chain guided by the likelihood gradient.
+r"""Refinement below the lowest keypoint: the prior's reverse chain guided by the likelihood gradient
+(docs/method.md §9).
 
 From z_{T_s} (a sample of the fitted q) down to t = 0 on a strided grid T_s = τ_0 > τ_1 > ... > τ_{M-1} = 0:
 
@@ -9,7 +10,8 @@ From z_{T_s} (a sample of the fitted q) down to t = 0 on a strided grid T_s = τ
 ``z_s``                           DDIM(η) step from (x̂_0^y, ε̂^y = (z_t - α_t x̂_0^y)/σ_t) to s,
                                   plus c·ε with c = ddim_std(ᾱ_t, ᾱ_s, η)
 ``z_s`` (guidance="gradient")     DDIM(η) step from (x̂_0, ε̂) + ζ g   — the authors' form
-                                  (method.md §5: η = 0.2, no noise, ζ = 2 on their loss, every step)
+                                  (docs/method.md §10.8: η = 0.2, no noise, ζ = 2 on their loss,
+                                  every step)
 output                            D(x̂_0^y) at the last grid point (t = 0), clamped to ``prior.output_range``
 ================================  ==================================================================
 
@@ -21,12 +23,12 @@ diversity from q). Each step costs one network forward and one backward to z_t.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import ClassVar, Literal
 
 import torch
 from torch import Tensor
 
-from .noise import randn_like
+from .rng import randn_like
 from .prior import Prior
 from .schedule import ddim_std, ddim_step_mean, tweedie_scale
 
@@ -41,20 +43,33 @@ class RefineConfig:
         n_steps: steps on a strided grid from T_s to 0 (the authors run every integer step, T_s + 1 of them;
             25 held the plausibility of 50 on the MNIST prior, ``bench/NOTES.md``).
         guidance: "tweedie" (guided x̂_0, default) or "gradient" (the authors' form; see the module docstring).
-        scale: the guidance weight ζ.
+        scale: the guidance weight ζ; None (default): the weight tuned for the prior where its folder ships one
+            (``Prior.tuned``, filled in by ``pipeline.tuned_for``), else ``DEFAULT_SCALE`` = 1, exact for Gaussian
+            priors.
         eta: DDIM stochasticity of the steps (1 = DDPM, 0 = deterministic).
     """
 
     n_steps: int = 25
     guidance: Literal["tweedie", "gradient"] = "tweedie"
-    scale: float = 1.0
+    scale: float | None = None
     eta: float = 1.0
+
+    DEFAULT_SCALE: ClassVar[float] = 1.0
+
+    @property
+    def zeta(self) -> float:
+        """The guidance weight in use."""
+        return self.DEFAULT_SCALE if self.scale is None else self.scale
 
     def __post_init__(self):
         if self.guidance not in ("tweedie", "gradient"):
             raise ValueError(f"guidance must be 'tweedie' or 'gradient', got {self.guidance!r}")
         if self.n_steps < 1:
-            raise ValueError("refinement needs n_steps >= 1")
+            raise ValueError(f"vipaint.refine.n_steps must be >= 1, got {self.n_steps}")
+        if self.scale is not None and self.scale < 0:
+            raise ValueError(f"vipaint.refine.scale must be >= 0 (or null: the prior's tuned weight), got {self.scale}")
+        if not 0.0 <= self.eta <= 1.0:
+            raise ValueError(f"vipaint.refine.eta must be in [0, 1], got {self.eta}")
 
 
 def likelihood_gradient(prior: Prior, likelihood, y: Tensor, z_t: Tensor, t: int) -> tuple[Tensor, Tensor, Tensor]:
@@ -82,7 +97,7 @@ def refine(prior: Prior, likelihood, y: Tensor, z: Tensor, t_start: int, config:
         x0_hat, eps_hat, g = likelihood_gradient(prior, likelihood, y, z, t)
         ab_t = sched.alpha_bar(t)
         if config.guidance == "tweedie":
-            x0y = x0_hat + (config.scale * tweedie_scale(ab_t)).to(dtype) * g
+            x0y = x0_hat + (config.zeta * tweedie_scale(ab_t)).to(dtype) * g
             eps_y = (z - ab_t.sqrt().to(dtype) * x0y) / (1 - ab_t).sqrt().to(dtype)
         else:
             x0y, eps_y = x0_hat, eps_hat
@@ -91,7 +106,7 @@ def refine(prior: Prior, likelihood, y: Tensor, z: Tensor, t_start: int, config:
             c = ddim_std(ab_t, ab_s, config.eta)
             z_next = ddim_step_mean(x0y, eps_y, ab_s, c)
             if config.guidance == "gradient":
-                z_next = z_next + config.scale * g
+                z_next = z_next + config.zeta * g
             if config.eta > 0:
                 z_next = z_next + c.to(dtype) * randn_like(z_next, generator)
             z = z_next.detach()

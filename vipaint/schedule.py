@@ -1,18 +1,22 @@
 r"""Discrete variance-preserving (DDPM) noise schedule and the Gaussian identities built on it.
 
-Notation (one symbol per quantity, used in every module of ``vipaint``):
+Notation (one symbol per quantity, used in every module of ``vipaint``; docs/method.md §1). The code
+column names what the code calls it: a ``NoiseSchedule`` method, a function, or the local variable name.
 
-===============  ===========================================================  ==========
+===============  ===========================================================  ===============================
 symbol           meaning                                                      code
-===============  ===========================================================  ==========
-``t``            integer timestep index, 0 <= t < T                           ``t``
-``ᾱ_t``          cumulative product of (1 - β) up to t (``alphas_cumprod``)   ``alpha_bar``
-``α_t``          sqrt(ᾱ_t), scale of the clean signal in z_t                  ``alpha``
-``σ_t``          sqrt(1 - ᾱ_t), std of the noise in z_t                       ``sigma``
-``α_{t|s}``      α_t / α_s, for s < t                                         ``alpha_ts``
-``σ²_{t|s}``     σ_t² - α_{t|s}² σ_s²: variance of z_t given z_s              ``var_ts``
-``η``            DDIM stochasticity: 0 deterministic, 1 DDPM ancestral         ``eta``
-===============  ===========================================================  ==========
+===============  ===========================================================  ===============================
+``t``, ``s``     integer timestep indices, 0 <= s < t < T                     ``t``, ``s`` (int or long tensor)
+``T``            number of timesteps of the schedule                          ``NoiseSchedule.T``
+``ᾱ_t``          cumulative product of (1 - β) up to t (``alphas_cumprod``)   ``alpha_bar(t)``; locals ``ab``,
+                                                                              ``ab_t``, ``ab_s``
+``α_t``          sqrt(ᾱ_t), scale of the clean signal in z_t                  ``alpha(t)``
+``σ_t``          sqrt(1 - ᾱ_t), std of the noise in z_t                       ``sigma(t)``
+``α_{t|s}``      α_t / α_s, for s < t                                         ``a_ts`` (``bound.prior_kl``)
+``σ²_{t|s}``     σ_t² - α_{t|s}² σ_s² = 1 - ᾱ_t/ᾱ_s: var. of z_t given z_s    ``v_ts`` (``bound.prior_kl``)
+``c``            std of the DDIM step z_t -> z_s                              ``ddim_std(ᾱ_t, ᾱ_s, η)``
+``η``            DDIM stochasticity: 0 deterministic, 1 DDPM ancestral        ``eta``
+===============  ===========================================================  ===============================
 
 Forward process: ``z_t = α_t x_0 + σ_t ε`` and ``z_t | z_s ~ N(α_{t|s} z_s, σ²_{t|s})``.
 
@@ -37,7 +41,7 @@ __all__ = [
     "tweedie_scale",
 ]
 
-#: VIPaint's keypoints on a 1000-step schedule (method.md §2): K=2 and K=4.
+#: VIPaint's keypoints on the 1000-step DDPM linear schedule, by K (docs/method.md §2.3); K=2 is the default.
 DEFAULT_KEYPOINTS = {1: (400,), 2: (550, 400), 4: (550, 500, 450, 400), 6: (650, 600, 550, 500, 450, 400)}
 
 

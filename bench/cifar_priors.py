@@ -1,0 +1,123 @@
+"""The quality of a CIFAR-10 prior (pixel or latent) and of a latent prior's autoencoder, on held-out test images.
+
+    python -m bench.cifar_priors --prior vipaint-cifar10-latent --out bench/results/prior_cifar10_latent
+    python -m bench.cifar_priors --prior vipaint-cifar10 --out bench/results/prior_cifar10
+
+1. Autoencoder (latent priors): reconstruction PSNR and LPIPS (VGG, the offline backbone, at 32x32) of the first
+   ``--n`` test images, through the encoder's mean. The decoder bounds what the latent prior can do.
+2. Held-out ε-MSE per element at t = 50, 200, 400, 550, 800 on the prior's own space (pixels, or the scaled
+   latents of the test images), fixed noise (``bench.prior_quality.heldout_eps_mse``).
+3. Against the best linear denoiser: x̂_0 = E[x_0 | z_t] under a Gaussian fitted to ``--n-fit`` training images'
+   mean and full covariance (3072 dimensions for pixels, 256 for 8x8x4 latents; ``priors.gaussian.GaussianPrior``),
+   at t = 100, 300, 500 on the test images: MSE of each, and the prior's gain in dB (10 log10 MSE_linear / MSE).
+   A prior that learned more than second-order statistics has a positive gain at every t.
+4. KID (``evaluation.kid``: VGG16 relu5_3 features, images at 64x64) of ``--n`` DDIM samples (50 steps) against the
+   first ``--n`` test images, with two floors: ``--n`` training images against the same test images (real data),
+   and, for latent priors, the autoencoder's reconstructions of those test images (the best its decoder allows).
+5. A grid of 64 samples and the nearest training image (pixel L2, among ``--n-fit``) of 8 of them.
+Prints a table and writes ``<out>.json``, ``<out>_samples.png``, ``<out>_neighbours.png``.
+"""
+from __future__ import annotations
+
+import argparse
+import time
+
+import torch
+
+from bench.prior_quality import ddim_samples, heldout_eps_mse, load_images, nearest, save_png
+from bench.report import RESULTS, header, write_json
+from vipaint.evaluation.kid import FEATURE_LAYER, kid, vgg_features
+from vipaint.evaluation.metrics import lpips_distance, psnr
+from vipaint.priors.gaussian import GaussianPrior
+from vipaint.priors.shipped import load_prior
+
+TS_EPS = [50, 200, 400, 550, 800]
+TS_LINEAR = [100, 300, 500]
+
+
+@torch.no_grad()
+def encode(prior, x: torch.Tensor, batch: int = 250) -> torch.Tensor:
+    return torch.cat([prior.encode(x[i:i + batch]) for i in range(0, len(x), batch)])
+
+
+@torch.no_grad()
+def decode(prior, z: torch.Tensor, batch: int = 250) -> torch.Tensor:
+    return torch.cat([prior.decode(z[i:i + batch]).clamp(-1, 1) for i in range(0, len(z), batch)])
+
+
+@torch.no_grad()
+def linear_denoiser_gain(prior, fit: torch.Tensor, test: torch.Tensor, ts: list[int]) -> dict[str, dict]:
+    """x̂_0 MSE of the prior and of the exact denoiser of a Gaussian fitted to ``fit`` (module docstring, 3.)."""
+    flat = fit.flatten(1).double()
+    mean = flat.mean(0)
+    cov = torch.cov(flat.T) + 1e-4 * torch.eye(flat.shape[1], dtype=torch.float64)   # ridge: full rank
+    gauss = GaussianPrior(mean.reshape(fit.shape[1:]), cov, prior.schedule)
+    g = torch.Generator().manual_seed(0)
+    out = {}
+    for t in ts:
+        eps = torch.randn(test.shape, generator=g)
+        ab = prior.schedule.alpha_bar(t).float()
+        z_t = ab.sqrt() * test + (1 - ab).sqrt() * eps
+        mse_prior = float(((torch.cat([prior.x0_hat(z_t[i:i + 250], t) for i in range(0, len(z_t), 250)])
+                            - test) ** 2).mean())
+        mse_linear = float(((gauss.x0_hat(z_t.double(), t).float() - test) ** 2).mean())
+        out[str(t)] = {"mse_prior": mse_prior, "mse_linear": mse_linear,
+                       "gain_db": 10 * torch.log10(torch.tensor(mse_linear / mse_prior)).item()}
+    return out
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--prior", default="vipaint-cifar10-latent", help="shipped name or folder")
+    ap.add_argument("--data-path", default=None, help="CIFAR-10 zip (else VIPAINT_CIFAR10_ZIP)")
+    ap.add_argument("--n", type=int, default=1000, help="test images (and samples) for reconstruction and KID")
+    ap.add_argument("--n-fit", type=int, default=10000, help="training images for the Gaussian and neighbours")
+    ap.add_argument("--eps-n", type=int, default=256, help="test images for the ε-MSE and linear comparison")
+    ap.add_argument("--steps", type=int, default=50, help="DDIM steps of the samples")
+    ap.add_argument("--out", default=str(RESULTS / "prior_cifar10_latent"))
+    args = ap.parse_args(argv)
+    torch.manual_seed(0)
+    t0 = time.perf_counter()
+    prior = load_prior(args.prior)
+    test = load_images("cifar10", "test", args.n, args.data_path)
+    train = load_images("cifar10", "train", args.n_fit, args.data_path)
+    report = {**header("cifar_priors", argv, torch.device("cpu")), "prior": args.prior, "latent": prior.is_latent,
+              "parameters": sum(p.numel() for p in prior.parameters()), "kid_features": FEATURE_LAYER}
+    space_test, space_fit = test[:args.eps_n], train
+    if prior.is_latent:
+        recon = decode(prior, encode(prior, test))
+        report["autoencoder"] = {"psnr": float(psnr(recon, test).mean()),
+                                 "lpips_vgg": float(lpips_distance(recon, test).mean()), "images": len(test)}
+        space_test, space_fit = encode(prior, test[:args.eps_n]), encode(prior, train)
+        report["latent_std_test"] = float(space_test.std())
+    report["heldout_eps_mse"] = heldout_eps_mse(prior, space_test, TS_EPS, 250, torch.device("cpu"))
+    report["linear_denoiser"] = linear_denoiser_gain(prior, space_fit, space_test, TS_LINEAR)
+    samples = ddim_samples(prior, args.n, args.steps, torch.device("cpu"))
+    f_test = vgg_features(test)
+    report["kid"] = {"samples": kid(vgg_features(samples), f_test),
+                     "train_images_floor": kid(vgg_features(train[-args.n:]), f_test)}
+    if prior.is_latent:
+        report["kid"]["autoencoder_reconstructions_floor"] = kid(vgg_features(recon), f_test)
+    save_png((samples[:64] + 1) / 2, f"{args.out}_samples.png", nrow=8, padding=1)
+    idx, dist = nearest(samples[:8], train)
+    _, ref = nearest(train[:8], train[8:])
+    pairs = torch.stack([im for s, i in zip(samples[:8], idx) for im in (s, train[i])])
+    save_png((pairs + 1) / 2, f"{args.out}_neighbours.png", nrow=4, padding=1)
+    report.update(nearest_train_rms=[round(float(d), 4) for d in dist],
+                  train_to_train_nearest_rms=[round(float(d), 4) for d in ref], seconds=time.perf_counter() - t0)
+    write_json(f"{args.out}.json", report)
+    if prior.is_latent:
+        ae = report["autoencoder"]
+        print(f"autoencoder: PSNR {ae['psnr']:.2f} dB, LPIPS(VGG) {ae['lpips_vgg']:.4f} on {ae['images']} test images")
+    print("| t | held-out ε-MSE |\n|---|---|")
+    for t, v in report["heldout_eps_mse"].items():
+        print(f"| {t} | {v:.5f} |")
+    print("| t | x̂0 MSE prior | x̂0 MSE linear | gain dB |\n|---|---|---|---|")
+    for t, v in report["linear_denoiser"].items():
+        print(f"| {t} | {v['mse_prior']:.5f} | {v['mse_linear']:.5f} | {v['gain_db']:+.2f} |")
+    print("KID:", {k: round(v, 5) for k, v in report["kid"].items()}, f"({FEATURE_LAYER})")
+    print(f"wrote {args.out}.json in {report['seconds']:.0f} s")
+
+
+if __name__ == "__main__":
+    main()

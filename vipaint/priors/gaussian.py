@@ -1,0 +1,95 @@
+r"""A Gaussian data prior N(m, S) as a ``Prior``: every quantity VIPaint approximates is closed form.
+
+With x_0 ~ N(m, S) (D = C·H·W elements, S a full D×D covariance) and z_t = α_t x_0 + σ_t ε:
+
+==========================  ===========================================================================
+``x̂_0(z_t)``                E[x_0 | z_t] = m + α_t S (α_t² S + σ_t² I)^{-1} (z_t - α_t m)
+posterior given y           y = x_0[obs] + σ_y ε_y:  x_0 | y ~ N(m + S_{:o} G (y_o - m_o),
+                            S - S_{:o} G S_{o:}),  G = (S_{oo} + σ_y² I)^{-1}
+``log p(y)``                log N(y_o; m_o, S_{oo} + σ_y² I)
+==========================  ===========================================================================
+
+Used by the tests as ground truth and by the docs (docs/method.md §3.3) as the simplest worked example.
+Float64 inside: the solves involve σ_t² as small as 1e-4.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+from ..prior import Prior
+from ..schedule import NoiseSchedule
+
+__all__ = ["GaussianPrior", "smooth_covariance"]
+
+
+def smooth_covariance(height: int, width: int, std: float = 0.5, length_scale: float = 2.0, jitter: float = 1e-3) -> Tensor:
+    """Squared-exponential covariance over pixel positions of an H×W image, (H·W, H·W) float64.
+
+    Neighbouring pixels are strongly correlated, so observed pixels inform missing ones.
+    """
+    yy, xx = torch.meshgrid(torch.arange(height, dtype=torch.float64), torch.arange(width, dtype=torch.float64), indexing="ij")
+    pos = torch.stack([yy.flatten(), xx.flatten()], dim=1)
+    d2 = torch.cdist(pos, pos) ** 2
+    return std**2 * (torch.exp(-0.5 * d2 / length_scale**2) + jitter * torch.eye(height * width, dtype=torch.float64))
+
+
+class GaussianPrior(Prior):
+    """Exact-denoiser prior for x_0 ~ N(mean, cov).
+
+    Args:
+        mean: (C, H, W) prior mean.
+        cov: (D, D) covariance over the flattened (C, H, W) elements, symmetric positive definite.
+        schedule: the VP schedule the "network" pretends to be trained on.
+    """
+
+    prediction_type = "sample"
+    output_range = None  # a Gaussian is not confined to [-1, 1]; clamping would bias the moments
+
+    def __init__(self, mean: Tensor, cov: Tensor, schedule: NoiseSchedule):
+        shape = tuple(mean.shape)
+        super().__init__(schedule, latent_shape=shape, image_shape=shape)
+        d = mean.numel()
+        if cov.shape != (d, d):
+            raise ValueError(f"cov must be ({d}, {d}) for a mean of shape {shape}, got {tuple(cov.shape)}")
+        self.register_buffer("mean", mean.to(torch.float64))
+        self.register_buffer("cov", cov.to(torch.float64))
+        self.data_std = float(cov.diagonal().mean().sqrt())
+
+    def network_output(self, z_t: Tensor, t: Tensor) -> Tensor:
+        alpha = self.schedule.alpha(t).to(z_t.device)
+        sigma2 = (1.0 - self.schedule.alpha_bar(t)).to(z_t.device)
+        m = self.mean.flatten()
+        S = self.cov
+        eye = torch.eye(S.shape[0], dtype=torch.float64, device=z_t.device)
+        # (B, D, D): α_t² S + σ_t² I per batch element.
+        A = alpha[:, None, None] ** 2 * S + sigma2[:, None, None] * eye
+        r = z_t.to(torch.float64).flatten(1) - alpha[:, None] * m
+        x0 = m + alpha[:, None] * (S @ torch.linalg.solve(A, r.unsqueeze(-1))).squeeze(-1)
+        return x0.reshape(z_t.shape).to(z_t.dtype)
+
+    def posterior(self, y: Tensor, keep_mask: Tensor, sigma_y: float) -> tuple[Tensor, Tensor]:
+        """Exact p(x_0 | y) for inpainting with noise σ_y, for ONE image.
+
+        Args: y (C,H,W), keep_mask (1,H,W) or (C,H,W) with 1 = observed.
+        Returns: mean (C,H,W) and the full covariance (D, D), float64.
+        """
+        obs = keep_mask.expand_as(y).flatten().bool()
+        m, S = self.mean.flatten(), self.cov
+        S_oo = S[obs][:, obs] + sigma_y**2 * torch.eye(int(obs.sum()), dtype=torch.float64)
+        S_ao = S[:, obs]
+        gain = S_ao @ torch.linalg.inv(S_oo)
+        mean = m + gain @ (y.flatten().to(torch.float64)[obs] - m[obs])
+        cov = S - gain @ S_ao.T
+        return mean.reshape(y.shape), cov
+
+    def log_evidence(self, y: Tensor, keep_mask: Tensor, sigma_y: float) -> float:
+        """log p(y) for inpainting: the density of the observed entries, log N(y_o; m_o, S_oo + σ_y² I)."""
+        obs = keep_mask.expand_as(y).flatten().bool()
+        m, S = self.mean.flatten()[obs], self.cov[obs][:, obs]
+        cov = S + sigma_y**2 * torch.eye(int(obs.sum()), dtype=torch.float64)
+        r = y.flatten().to(torch.float64)[obs] - m
+        n = int(obs.sum())
+        return float(-0.5 * (r @ torch.linalg.solve(cov, r) + torch.logdet(cov) + n * math.log(2 * math.pi)))

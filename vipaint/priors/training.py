@@ -1,0 +1,250 @@
+"""Training a pixel diffusion prior: a diffusers ``UNet2DModel`` with the DDPM ε objective and an EMA.
+
+``L = E_{x_0, t, ε} ||ε - ε_θ(α_t x_0 + σ_t ε, t)||²`` (Ho et al. 2020, eq. 14) on the 1000-step
+linear schedule — the schedule of ``schedule.DEFAULT_KEYPOINTS``, so the keypoints need no mapping.
+
+| symbol | here | meaning |
+|---|---|---|
+| t | ``t`` | integer timestep in [0, 1000) |
+| ᾱ_t | ``ab`` | cumulative signal fraction; α_t = √ᾱ_t, σ_t = √(1-ᾱ_t) |
+| x_0, z_t, ε | ``x0``, ``z_t``, ``eps`` | clean image, noised image, noise |
+
+Where t is drawn: uniform by default. ``high_t_fraction`` draws that share of each batch uniformly from
+``[high_t_start, 1000)`` instead. Why: at large t the ε-error is tiny in absolute terms (ε ≈ z_t), so
+under uniform t its gradient drowns in the noise of the small-t terms; VIPaint's keypoints (550, 400)
+and the prior term above them live exactly there. The objective's minimiser is unchanged (each t's
+regression target is the same), only the effort per t moves.
+
+The EMA weights are what ships: ``export_dir`` receives them (``save_pretrained``, safetensors) plus the
+scheduler config, the layout ``external.PixelPrior`` loads. A grid of DDIM samples from the EMA goes to
+TensorBoard at every validation.
+"""
+from __future__ import annotations
+
+import copy
+import math
+from pathlib import Path
+
+import lightning.pytorch as pl
+import torch
+import torch.nn.functional as F
+
+__all__ = ["PriorTrainingModule", "build_unet", "export_checkpoint", "sample_timesteps"]
+
+
+def build_unet(image_size: int, channels: int, block_out_channels: list[int], layers_per_block: int,
+               attention_levels: list[int]):
+    """A diffusers ``UNet2DModel``, attention at the listed resolution levels (0 = full resolution)."""
+    from diffusers import UNet2DModel
+
+    levels = range(len(block_out_channels))
+    return UNet2DModel(
+        sample_size=image_size, in_channels=channels, out_channels=channels, layers_per_block=layers_per_block,
+        block_out_channels=tuple(block_out_channels), norm_num_groups=min(32, block_out_channels[0]),
+        down_block_types=tuple("AttnDownBlock2D" if i in attention_levels else "DownBlock2D" for i in levels),
+        up_block_types=tuple("AttnUpBlock2D" if i in attention_levels else "UpBlock2D" for i in reversed(levels)))
+
+
+def sample_timesteps(n: int, T: int, high_t_fraction: float, high_t_start: int, device=None,
+                     generator: torch.Generator | None = None) -> torch.Tensor:
+    """``n`` integer timesteps: uniform on [0, T), except a ``high_t_fraction`` share uniform on [high_t_start, T)."""
+    t = torch.randint(0, T, (n,), device=device, generator=generator)
+    n_high = int(round(high_t_fraction * n))
+    if n_high:
+        t[:n_high] = torch.randint(high_t_start, T, (n_high,), device=device, generator=generator)
+    return t
+
+
+def cosine_warmup(warmup_steps: int, total_steps: int | None, min_lr_ratio: float):
+    """The learning-rate factor of step n: linear warm-up, then a cosine decay to ``min_lr_ratio`` at
+    ``total_steps`` (constant when ``total_steps`` is None or ``min_lr_ratio`` >= 1)."""
+
+    def factor(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / max(1, warmup_steps)
+        if total_steps is None or min_lr_ratio >= 1.0:
+            return 1.0
+        frac = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
+        return min_lr_ratio + (1 - min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * frac))
+
+    return factor
+
+
+class PriorTrainingModule(pl.LightningModule):
+    """Args:
+        image_size, channels: data shape. block_out_channels, layers_per_block, attention_levels: UNet size.
+        lr, warmup_steps: AdamW peak rate after a linear warm-up; then a cosine decay to ``lr * min_lr_ratio``
+            at ``trainer.max_steps`` (constant if max_steps is unset).
+        ema_decay: EMA of the weights, warmed up as min(decay, (1 + n) / (10 + n)) so early EMAs are not stale.
+        high_t_fraction, high_t_start: where t is drawn (module docstring).
+        sample_every_val: DDIM samples (EMA, 50 steps) logged as an image grid at each validation (0 = off).
+        autoencoder: a diffusers ``AutoencoderKL`` folder (``vipaint.priors.autoencoder``): the UNet then learns
+            the latents s·E(x) (the encoder's mean, scaled to unit variance by its ``scaling_factor``) and
+            ``image_size``/``channels`` are the latent's; None trains on pixels.
+        export_dir: where the EMA weights go at the end of fit; None: the run's own folder
+            (``<log_dir>/export``). Shipped folders under ``weights/`` are written only by
+            ``python -m vipaint.priors.publish``. export_dtype: "float32" or "float16".
+    """
+
+    def __init__(self, image_size: int = 32, channels: int = 3, block_out_channels: list[int] = [64, 128, 128],
+                 layers_per_block: int = 2, attention_levels: list[int] = [1], lr: float = 2e-4,
+                 warmup_steps: int = 500, min_lr_ratio: float = 1.0, ema_decay: float = 0.999,
+                 high_t_fraction: float = 0.0, high_t_start: int = 500, sample_every_val: int = 16,
+                 autoencoder: str | None = None, export_dir: str | None = None, export_dtype: str = "float32"):
+        super().__init__()
+        from diffusers import DDPMScheduler
+
+        if not 0.0 <= high_t_fraction <= 1.0 or not 0 <= high_t_start < 1000:
+            raise ValueError(f"need 0 <= high_t_fraction <= 1 and 0 <= high_t_start < 1000, "
+                             f"got {high_t_fraction}, {high_t_start}")
+        if export_dtype not in ("float32", "float16"):
+            raise ValueError(f"export_dtype must be 'float32' or 'float16', got {export_dtype!r}")
+        self.save_hyperparameters()
+        self.unet = build_unet(image_size, channels, block_out_channels, layers_per_block, attention_levels)
+        self.ema = copy.deepcopy(self.unet).requires_grad_(False)
+        self.scheduler = DDPMScheduler(num_train_timesteps=1000, beta_schedule="linear")
+        self.register_buffer("alphas_cumprod", self.scheduler.alphas_cumprod.float(), persistent=False)
+        self.register_buffer("ema_updates", torch.zeros((), dtype=torch.long))
+        self.vae = self._load_autoencoder(autoencoder, image_size, channels) if autoencoder else None
+
+    @staticmethod
+    def _load_autoencoder(path: str, image_size: int, channels: int):
+        """The frozen autoencoder of a latent prior, outside the module tree (not trained, not checkpointed)."""
+        from diffusers import AutoencoderKL
+
+        if not (Path(path) / "config.json").is_file():
+            raise FileNotFoundError(f"autoencoder folder {path} has no config.json: train one with "
+                                    "`python train.py fit --config configs/autoencoder_cifar10.yaml` and pass its "
+                                    "export folder as --model.init_args.autoencoder")
+        vae = AutoencoderKL.from_pretrained(path, low_cpu_mem_usage=False).eval().requires_grad_(False)
+        if vae.config.latent_channels != channels:
+            raise ValueError(f"the autoencoder in {path} has {vae.config.latent_channels} latent channels; set "
+                             f"--model.init_args.channels {vae.config.latent_channels}")
+        return vae
+
+    def to_latent(self, x: torch.Tensor) -> torch.Tensor:
+        """The training target x_0: pixels, or the scaled latent means of a latent prior."""
+        if self.vae is None:
+            return x
+        vae = self.vae.to(x.device)
+        with torch.no_grad():
+            return vae.encode(x).latent_dist.mean * vae.config.scaling_factor
+
+    def loss(self, x0: torch.Tensor, unet=None, t: torch.Tensor | None = None) -> torch.Tensor:
+        """ε-MSE per element, averaged over the batch (Ho et al. eq. 14)."""
+        unet = unet or self.unet
+        if t is None:
+            t = sample_timesteps(x0.shape[0], 1000, self.hparams.high_t_fraction, self.hparams.high_t_start,
+                                 x0.device)
+        eps = torch.randn_like(x0)
+        ab = self.alphas_cumprod[t].reshape(-1, 1, 1, 1)
+        z_t = ab.sqrt() * x0 + (1 - ab).sqrt() * eps
+        return F.mse_loss(unet(z_t, t).sample.float(), eps)
+
+    def training_step(self, batch, batch_idx):
+        loss = self.loss(self.to_latent(batch["x"]))
+        self.log("train/loss", loss, prog_bar=True)
+        return loss
+
+    def optimizer_step(self, *args, **kwargs) -> None:
+        super().optimizer_step(*args, **kwargs)
+        # Here, not in on_train_batch_end: callbacks (the checkpoint) run before the module's batch-end hook,
+        # so a checkpoint would hold an EMA one update behind its weights, and a resumed run would lose it.
+        self.update_ema()
+
+    @torch.no_grad()
+    def update_ema(self) -> None:
+        n = float(self.ema_updates)
+        decay = min(self.hparams.ema_decay, (1 + n) / (10 + n))
+        for e, p in zip(self.ema.parameters(), self.unet.parameters()):
+            e.lerp_(p, 1 - decay)
+        self.ema_updates += 1
+
+    def validation_step(self, batch, batch_idx):
+        # Fixed t's and noise, so the curve shows the model, not the draw.
+        x0 = self.to_latent(batch["x"])
+        g = torch.Generator(device="cpu").manual_seed(batch_idx)
+        for t_val in (50, 200, 400, 550, 800):
+            t = torch.full((x0.shape[0],), t_val, device=x0.device, dtype=torch.long)
+            eps = torch.randn(x0.shape, generator=g).to(x0.device)
+            ab = self.alphas_cumprod[t].reshape(-1, 1, 1, 1)
+            mse = F.mse_loss(self.ema(ab.sqrt() * x0 + (1 - ab).sqrt() * eps, t).sample.float(), eps)
+            self.log(f"val/eps_mse_ema_t{t_val}", mse, sync_dist=True, batch_size=x0.shape[0])
+
+    def on_validation_epoch_end(self) -> None:
+        n = self.hparams.sample_every_val
+        exp = getattr(self.logger, "experiment", None) if self.logger else None
+        if n and self.trainer.is_global_zero and hasattr(exp, "add_image"):
+            from torchvision.utils import make_grid
+
+            x = self.sample(n, steps=50, seed=0)
+            exp.add_image("samples_ema", make_grid((x + 1) / 2, nrow=int(math.sqrt(n)) or 1), self.global_step)
+
+    @torch.no_grad()
+    def sample(self, n: int, steps: int = 50, seed: int = 0) -> torch.Tensor:
+        """``n`` DDIM (η = 0) samples from the EMA network as images (n, C, H, W) in [-1, 1]: x̂_0 clipped to
+        the pixel range on pixels; latents unclipped, then decoded."""
+        from ..prior import convert_prediction
+        from ..schedule import NoiseSchedule, ddim_sample
+
+        sched = NoiseSchedule(self.scheduler.alphas_cumprod)
+
+        def denoise(z, t):
+            ab = sched.alpha_bar(t).to(self.device).float()
+            eps = self.ema(z, torch.full((n,), t, device=self.device)).sample.float()
+            return convert_prediction(eps, z, ab.sqrt(), (1 - ab).sqrt(), "epsilon")
+
+        g = torch.Generator(device="cpu").manual_seed(seed)
+        shape = (n, self.hparams.channels, self.hparams.image_size, self.hparams.image_size)
+        z = torch.randn(shape, generator=g).to(self.device)
+        if self.vae is None:
+            return ddim_sample(denoise, sched, z, steps)
+        z0 = ddim_sample(denoise, sched, z, steps, clip=None)
+        return self.vae.to(self.device).decode(z0 / self.vae.config.scaling_factor).sample.clamp(-1, 1)
+
+    def configure_optimizers(self):
+        hp = self.hparams
+        opt = torch.optim.AdamW(self.unet.parameters(), lr=hp.lr, weight_decay=0.0)
+        total = self.trainer.max_steps if self.trainer and self.trainer.max_steps and self.trainer.max_steps > 0 else None
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, cosine_warmup(hp.warmup_steps, total, hp.min_lr_ratio))
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+    def on_fit_end(self) -> None:
+        if self.trainer.is_global_zero:
+            out = self.export(self.hparams.export_dir or Path(self.trainer.log_dir or ".") / "export")
+            print(f"vipaint: EMA weights exported to {out}")
+
+    def export(self, path: str | Path) -> Path:
+        """Save the EMA UNet (safetensors, ``export_dtype``) and the scheduler config as a diffusers folder: flat
+        for a pixel prior (``google/ddpm-cifar10-32`` layout), ``unet/``, ``vae/``, ``scheduler/`` for a latent
+        one (``CompVis/ldm-celebahq-256`` layout), which ``priors.external`` loads."""
+        path = Path(path)
+        dtype = getattr(torch, self.hparams.export_dtype)
+        ema = copy.deepcopy(self.ema).to("cpu", dtype)
+        if self.vae is None:
+            ema.save_pretrained(path, safe_serialization=True)
+            self.scheduler.save_pretrained(path)
+            return path
+        ema.save_pretrained(path / "unet", safe_serialization=True)
+        self.scheduler.save_pretrained(path / "scheduler")
+        copy.deepcopy(self.vae).to("cpu", torch.float32).save_pretrained(path / "vae", safe_serialization=True)
+        return path
+
+
+def export_checkpoint(ckpt_path: str, out_dir: str, dtype: str | None = None) -> Path:
+    """Export the EMA weights of a training checkpoint (e.g. ``runs/prior_mnist/checkpoints/last.ckpt``)."""
+    module = PriorTrainingModule.load_from_checkpoint(ckpt_path, map_location="cpu")
+    if dtype:
+        module.hparams.export_dtype = dtype
+    return module.export(out_dir)
+
+
+if __name__ == "__main__":  # python -m vipaint.priors.training CKPT OUT_DIR
+    import sys
+
+    if len(sys.argv) != 3:
+        raise SystemExit("usage: python -m vipaint.priors.training CHECKPOINT OUT_DIR  (exports the EMA weights)")
+    # Through the importable module, not __main__: the checkpoint names vipaint.priors.training.PriorTrainingModule.
+    from vipaint.priors.training import export_checkpoint as _export
+
+    print(_export(sys.argv[1], sys.argv[2]))
