@@ -9,7 +9,6 @@ and likelihood as per-image inference, so the encoder learns what the fit would 
 from __future__ import annotations
 
 from dataclasses import replace
-from pathlib import Path
 
 import lightning.pytorch as pl
 import torch
@@ -21,6 +20,7 @@ from vipaint.likelihood import make_likelihood
 from vipaint.operators import OperatorConfig, make_operator
 from vipaint.pipeline import VIPaintConfig, resolve_keypoints
 from vipaint.prior import Prior
+from vipaint.priors.training import export_at_fit_end
 
 from .encoder import AmortizedEncoder, AmortizedInit, predict_posterior
 
@@ -107,9 +107,7 @@ class AmortizedModule(pl.LightningModule):
         return make_grid(torch.cat(rows).float().clamp(-1, 1), nrow=x.shape[0], normalize=True, value_range=(-1, 1))
 
     def on_fit_end(self) -> None:
-        if self.trainer.is_global_zero:
-            out = self.export(self.hparams.export_dir or Path(self.trainer.log_dir or ".") / "export")
-            print(f"vipaint: encoder exported to {out}")
+        export_at_fit_end(self, "encoder")
 
     def export(self, folder: str):
         """The encoder and what it was trained for (keypoints, init, prior, operator, steps) as a folder."""

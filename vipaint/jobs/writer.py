@@ -247,10 +247,6 @@ def failed_images(output_dir: str | os.PathLike) -> dict[str, str]:
 
 
 def completed_names(output_dir: str | os.PathLike) -> set[str]:
-        return completed_names(output_dir)
-
-
-def completed_names(output_dir: str | os.PathLike) -> set[str]:
     """Names of all images under ``output_dir`` that are complete (see ``is_complete``)."""
     root = Path(output_dir)
     if not root.is_dir():

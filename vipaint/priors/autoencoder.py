@@ -25,11 +25,10 @@ from pathlib import Path
 
 import lightning.pytorch as pl
 import torch
-import torch.nn.functional as F
 
-from .training import cosine_warmup
+from .training import export_at_fit_end, warmup_cosine_schedule
 
-__all__ = ["AutoencoderTrainingModule", "build_autoencoder", "reconstruction_psnr"]
+__all__ = ["AutoencoderTrainingModule", "build_autoencoder"]
 
 
 def build_autoencoder(channels: int, block_out_channels: list[int], layers_per_block: int, latent_channels: int):
@@ -41,12 +40,6 @@ def build_autoencoder(channels: int, block_out_channels: list[int], layers_per_b
                          block_out_channels=tuple(block_out_channels), layers_per_block=layers_per_block,
                          down_block_types=("DownEncoderBlock2D",) * n, up_block_types=("UpDecoderBlock2D",) * n,
                          norm_num_groups=min(32, block_out_channels[0]))
-
-
-def reconstruction_psnr(x: torch.Tensor, x_rec: torch.Tensor) -> torch.Tensor:
-    """PSNR in dB per image of images in [-1, 1] (peak-to-peak 2), (B,)."""
-    mse = ((x_rec.float().clamp(-1, 1) - x.float()) ** 2).flatten(1).mean(1)
-    return 10 * torch.log10(4.0 / mse.clamp_min(1e-12))
 
 
 class AutoencoderTrainingModule(pl.LightningModule):
@@ -117,7 +110,9 @@ class AutoencoderTrainingModule(pl.LightningModule):
     def validation_step(self, batch, batch_idx):
         x = batch["x"]
         x_rec, _ = self.reconstruct(x, sample=False)
-        self.log("val/psnr", reconstruction_psnr(x, x_rec).mean(), sync_dist=True, batch_size=x.shape[0],
+        from ..evaluation.metrics import psnr
+
+        self.log("val/psnr", psnr(x_rec.float().clamp(-1, 1), x.float()).mean(), sync_dist=True, batch_size=x.shape[0],
                  prog_bar=True)
         lp = self.lpips()
         if lp is not None:
@@ -134,16 +129,11 @@ class AutoencoderTrainingModule(pl.LightningModule):
                 exp.add_image("reconstructions (top: held-out images, bottom: decoded)", grid, self.global_step)
 
     def configure_optimizers(self):
-        hp = self.hparams
-        opt = torch.optim.Adam(self.vae.parameters(), lr=hp.lr, betas=(0.5, 0.9))
-        total = self.trainer.max_steps if self.trainer and self.trainer.max_steps and self.trainer.max_steps > 0 else None
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, cosine_warmup(hp.warmup_steps, total, hp.min_lr_ratio))
-        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+        return warmup_cosine_schedule(self, torch.optim.Adam(self.vae.parameters(), lr=self.hparams.lr,
+                                                             betas=(0.5, 0.9)))
 
     def on_fit_end(self) -> None:
-        if self.trainer.is_global_zero:
-            out = self.export(self.hparams.export_dir or Path(self.trainer.log_dir or ".") / "export")
-            print(f"vipaint: autoencoder exported to {out} (scaling_factor {self.scaling_factor:.4f})")
+        export_at_fit_end(self, f"autoencoder (scaling_factor {self.scaling_factor:.4f})")
 
     def export(self, path: str | Path) -> Path:
         """Save the autoencoder as a diffusers ``AutoencoderKL`` folder with ``scaling_factor`` in its config."""

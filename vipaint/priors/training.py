@@ -70,6 +70,22 @@ def cosine_warmup(warmup_steps: int, total_steps: int | None, min_lr_ratio: floa
     return factor
 
 
+def warmup_cosine_schedule(module: pl.LightningModule, optimizer: torch.optim.Optimizer) -> dict:
+    """``configure_optimizers``' return value: ``optimizer`` under ``cosine_warmup`` of the module's
+    ``warmup_steps``/``min_lr_ratio`` hyperparameters, decaying over ``trainer.max_steps`` (constant without it)."""
+    trainer, hp = module.trainer, module.hparams
+    total = trainer.max_steps if trainer and trainer.max_steps and trainer.max_steps > 0 else None
+    sched = torch.optim.lr_scheduler.LambdaLR(optimizer, cosine_warmup(hp.warmup_steps, total, hp.min_lr_ratio))
+    return {"optimizer": optimizer, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+
+def export_at_fit_end(module: pl.LightningModule, what: str) -> None:
+    """``on_fit_end``: rank 0 exports into ``export_dir``, else the run's own ``<log_dir>/export`` (never weights/)."""
+    if module.trainer.is_global_zero:
+        out = module.export(module.hparams.export_dir or Path(module.trainer.log_dir or ".") / "export")
+        print(f"vipaint: {what} exported to {out}")
+
+
 class PriorTrainingModule(pl.LightningModule):
     """Args:
         image_size, channels: data shape. block_out_channels, layers_per_block, attention_levels: UNet size.
@@ -203,16 +219,11 @@ class PriorTrainingModule(pl.LightningModule):
         return self.vae.to(self.device).decode(z0 / self.vae.config.scaling_factor).sample.clamp(-1, 1)
 
     def configure_optimizers(self):
-        hp = self.hparams
-        opt = torch.optim.AdamW(self.unet.parameters(), lr=hp.lr, weight_decay=0.0)
-        total = self.trainer.max_steps if self.trainer and self.trainer.max_steps and self.trainer.max_steps > 0 else None
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, cosine_warmup(hp.warmup_steps, total, hp.min_lr_ratio))
-        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+        return warmup_cosine_schedule(self, torch.optim.AdamW(self.unet.parameters(), lr=self.hparams.lr,
+                                                              weight_decay=0.0))
 
     def on_fit_end(self) -> None:
-        if self.trainer.is_global_zero:
-            out = self.export(self.hparams.export_dir or Path(self.trainer.log_dir or ".") / "export")
-            print(f"vipaint: EMA weights exported to {out}")
+        export_at_fit_end(self, "EMA weights")
 
     def export(self, path: str | Path) -> Path:
         """Save the EMA UNet (safetensors, ``export_dtype``) and the scheduler config as a diffusers folder: flat
