@@ -47,23 +47,25 @@ DEFAULT_MASKS = {"mnist": "half,box50,strokes,pixels90", "cifar10": "box50,rando
 SIGMA_Y = 0.05
 
 
-def load_images(data: str, n: int, size: int, path: str | None) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """The first n test images at the prior's size, and their labels (MNIST) or None."""
+def load_images(data: str, n: int, size: int, path: str | None, split: str = "eval") -> tuple[torch.Tensor, torch.Tensor | None]:
+    """n test images at the prior's size, and their labels (MNIST) or None: the first n MNIST test digits, the
+    CIFAR-10 benchmark split ``split`` (``datamodules.cifar10.bench_images``: held out from the demo set and from
+    training's validation images), or the scikit-image photos."""
     if data == "mnist":
         from datamodules.mnist import load_mnist
 
         x, labels = load_mnist(path, "test")
         return x[:n], labels[:n]
     if data == "cifar10":
-        from datamodules.cifar10 import Cifar10DataModule
+        from datamodules.cifar10 import bench_images
 
-        dm = Cifar10DataModule(zip_path=path, split="test", limit=n, batch_size=n)
+        return bench_images(n, split, zip_path=path)[0], None
     else:
         from datamodules.demo import DemoDataModule
 
         dm = DemoDataModule(image_size=size, limit=n, batch_size=n)
-    dm.setup("predict")
-    return next(iter(dm.predict_dataloader()))["x"], None
+        dm.setup("predict")
+        return next(iter(dm.predict_dataloader()))["x"], None
 
 
 
@@ -123,6 +125,8 @@ def make_inpainter(prior, name: str, budget: int | None, samples: int, overrides
         return Inpainter(prior, "vipaint", vipaint=cfg, operator=operator, n_samples=samples, init="hand")
     baselines = BaselinesConfig()
     if budget is not None:
+        if name == "mean_fill":
+            raise SystemExit("mean_fill has no budget: write it without ':N'")
         setattr(getattr(baselines, name), "n_levels" if name == "repaint" else "n_steps", budget)
     return Inpainter(prior, name, baselines=baselines, operator=operator, n_samples=samples)
 
@@ -146,6 +150,8 @@ def add_common_args(ap: argparse.ArgumentParser, out: str | Path) -> None:
     ap.add_argument("--data-path", default=None, help="MNIST folder / CIFAR-10 zip (else $VIPAINT_MNIST_DIR / "
                                                        "$VIPAINT_CIFAR10_ZIP)")
     ap.add_argument("--n-images", type=int, default=100)
+    ap.add_argument("--split", choices=["eval", "dev"], default="eval",
+                    help="CIFAR-10: the benchmark split (datamodules.cifar10.BENCH_SPLITS; tune on dev, measure on eval)")
     ap.add_argument("--lpips-backbone", default=None, help="LPIPS backbone folder (else $VIPAINT_LPIPS_BACKBONE_DIR)")
     ap.add_argument("--lpips-net", default="alex", help="LPIPS network; 'none' skips LPIPS")
     ap.add_argument("--precision", choices=["32", "bf16"], default="32", help="network precision (autocast)")
@@ -157,7 +163,7 @@ def setup(args):
     """(device, prior, images, labels or None, classify function or None)."""
     device = torch.device(args.device)
     prior = load_prior(args.prior, precision=args.precision).to(device)
-    x, labels = load_images(args.data, args.n_images, prior.image_shape[-1], args.data_path)
+    x, labels = load_images(args.data, args.n_images, prior.image_shape[-1], args.data_path, args.split)
     classify = None
     if labels is not None:
         from bench.digit_classifier import load_or_train
@@ -193,14 +199,15 @@ def evaluate(args, device, solver: Inpainter, x_all, labels, classify, name: str
     row = {"method": name, "budget": budget, "mask": mask, **{k: float(v.mean()) for k, v in merged.items()},
            "seconds_per_image": seconds / len(x_all), "nfe_per_image": nfe / len(x_all), "failed_images": failed,
            "settings": settings_of(solver)}
-    if "plausibility_mean" in merged:   # standard error over images, for "within noise" judgements
-        row["plausibility_mean_se"] = float(merged["plausibility_mean"].std() / len(x_all) ** 0.5)
+    for key in ("plausibility_mean", "lpips_mean"):   # standard errors over images, for "within noise" judgements
+        if key in merged:
+            row[key + "_se"] = float(merged[key].std() / len(x_all) ** 0.5)
     return row
 
 
 COLUMNS = [("plausibility_mean", "plaus.", 3), ("plausibility_best", "plaus. best", 3), ("psnr_hole", "PSNR hole", 2),
            ("ssim_hole", "SSIM hole", 3), ("lpips_mean", "LPIPS", 3), ("lpips_best", "LPIPS best", 3),
-           ("diversity_hole", "diversity", 3), ("consistency_rms", "obs. RMS", 4),
+           ("diversity_hole", "diversity", 3), ("consistency_rms", "obs. RMS", 4), ("saturated_hole", "saturated", 3),
            ("seconds_per_image", "s / image", 2), ("nfe_per_image", "NFE / image", 0)]
 
 
@@ -219,35 +226,39 @@ def table(rows: list[dict]) -> str:
 
 
 LABELS = {"vipaint2": "VIPaint-2, hand-made init (paper)", "vipaint2_amortized": "VIPaint-2, amortized init (default)",
-          "vipaint4": "VIPaint-4, hand-made init", "dps": "DPS", "red_diff": "RED-diff", "repaint": "RePaint"}
-UNITS = {"dps": "steps", "red_diff": "steps", "repaint": "levels"}
+          "vipaint4": "VIPaint-4, hand-made init", "dps": "DPS", "psld": "PSLD", "red_diff": "RED-diff",
+          "repaint": "RePaint", "mean_fill": "mean-colour fill"}
+UNITS = {"dps": "steps", "psld": "steps", "red_diff": "steps", "repaint": "levels"}
 
 
 def _budget(r: dict) -> str:
     if r["method"].startswith("vipaint"):
         return f"fit {r['settings']['fit']['n_iter']}"
     steps = r["settings"].get("n_levels", r["settings"].get("n_steps"))
-    return f"{steps} {UNITS.get(r['method'], 'steps')}"
+    return "-" if steps is None else f"{steps} {UNITS.get(r['method'], 'steps')}"
 
 
 def readme_table(report: dict) -> str:
-    """The table of ``bench/README.md`` from a run's JSON: rows grouped by mask in run order, plausibility ± its
-    standard error, the best plausibility of each mask in bold (ties all bold)."""
+    """The table of ``bench/README.md`` from a run's JSON: rows grouped by mask in run order, the headline score
+    ± its standard error (plausibility where a classifier scored the run, higher is better; else LPIPS, lower is
+    better), the best of each mask in bold (ties all bold)."""
     rows = report["rows"]
+    key, better = ("plausibility_mean", max) if any("plausibility_mean" in r for r in rows) else ("lpips_mean", min)
     cols = [c for c in COLUMNS if any(c[0] in r for r in rows)]
     cols = [(k, f"best of {report['samples']}", 2) if k == "plausibility_best" else (k, h, d) for k, h, d in cols]
-    head = ["mask", "method", "budget", *(h.replace("image", "digit") for _, h, _ in cols)]
+    unit = "digit" if report.get("data") == "mnist" else "image"
+    head = ["mask", "method", "budget", *(h.replace("image", unit) for _, h, _ in cols)]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     masks = list(dict.fromkeys(r["mask"] for r in rows))
     for mask in masks:
         group = [r for r in rows if r["mask"] == mask]
-        best = max(round(float(r["plausibility_mean"]), 3) for r in group)
+        best = better(round(float(r[key]), 3) for r in group if key in r)
         for r in group:
             vals = []
             for k, _, d in cols:
                 v = _fmt(r[k], d) if k in r else "-"
-                if k == "plausibility_mean":
-                    v += f" ± {r['plausibility_mean_se']:.3f}" if "plausibility_mean_se" in r else ""
+                if k == key:
+                    v += f" ± {r[k + '_se']:.3f}" if k + "_se" in r else ""
                     v = f"**{v}**" if round(float(r[k]), 3) == best else v
                 vals.append(v)
             lines.append(f"| {mask} | {LABELS.get(r['method'], r['method'])} | {_budget(r)} | " + " | ".join(vals) + " |")
@@ -258,11 +269,11 @@ def run_header(args, device, n_images: int, script: str, argv) -> dict:
     """What a result file records about its run (``bench.report.header``: command, commit, device, date; and the
     settings every row shares); ``rows`` is filled in."""
     return {**header(script, argv, device), "prior": args.prior, "precision": args.precision, "data": args.data,
-            "n_images": n_images, "samples": args.samples, "seed": args.seed, "vipaint_set": args.vipaint_set,
+            "split": args.split if args.data == "cifar10" else None, "n_images": n_images, "samples": args.samples, "seed": args.seed, "vipaint_set": args.vipaint_set,
             "sigma_y": SIGMA_Y, "rows": []}
 
 
-SAME_RUN = ("prior", "precision", "data", "n_images", "samples", "seed", "vipaint_set", "sigma_y")
+SAME_RUN = ("prior", "precision", "data", "split", "n_images", "samples", "seed", "vipaint_set", "sigma_y")
 
 
 def finished_rows(path: Path, report: dict) -> dict:

@@ -23,7 +23,7 @@ from vipaint.resources import ResourceNotFound, resolve
 from .base import ImageMaskDataModule, ImageMaskDataset, ImageSource, PlainImages
 from .io import pil_to_unit_tensor
 
-__all__ = ["CIFAR10_CLASSES", "Cifar10Zip", "TorchvisionCifar10", "Cifar10DataModule"]
+__all__ = ["CIFAR10_CLASSES", "BENCH_SPLITS", "Cifar10Zip", "TorchvisionCifar10", "Cifar10DataModule", "bench_images"]
 
 CIFAR10_CLASSES: tuple[str, ...] = (
     "airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck",
@@ -159,6 +159,36 @@ class _Subset(ImageSource):
 
     def load_image(self, index: int) -> torch.Tensor:
         return self.source.load_image(self.indices[index])
+
+
+#: Held-out test images for the benchmarks, by the index of an image within its class (``test/<class>/NNNN.jpg``):
+#: disjoint from the first images per class (training runs validate on ``val_limit`` of them, one per class in
+#: turn) and from the demo set (``demo/cifar10``: the last three per class). "dev" is where settings are tuned,
+#: "eval" where they are measured.
+BENCH_SPLITS: dict[str, range] = {"eval": range(100, 900), "dev": range(900, 990)}
+
+
+def bench_images(n: int, split: str = "eval", seed: int = 0, zip_path: str | None = None) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
+    """``n`` class-balanced test images of a benchmark split (``BENCH_SPLITS``): image i is of class i mod 10, its
+    index within the class drawn without replacement from the split's range by ``seed``. Returns (x (n, 3, 32, 32)
+    in [-1, 1], labels (n,), names)."""
+    if split not in BENCH_SPLITS:
+        raise ValueError(f"split must be one of {sorted(BENCH_SPLITS)}, got {split!r}")
+    allowed = BENCH_SPLITS[split]
+    per_class = -(-n // len(CIFAR10_CLASSES))
+    if per_class > len(allowed):
+        raise ValueError(f"the {split!r} split holds {len(allowed)} images per class; asked for {n} images")
+    source = Cifar10Zip(zip_path, "test")
+    where = {name: i for i, name in enumerate(source.names)}
+    g = torch.Generator().manual_seed(seed)
+    picks = [[allowed[j] for j in torch.randperm(len(allowed), generator=g)[:per_class].tolist()]
+             for _ in CIFAR10_CLASSES]
+    names = [f"test_{CIFAR10_CLASSES[i % 10]}_{picks[i % 10][i // 10]:04d}" for i in range(n)]
+    missing = [nm for nm in names if nm not in where]
+    if missing:
+        raise ValueError(f"{source.zip_path} lacks the test images {missing[:3]}...: is it the full CIFAR-10 zip?")
+    x = torch.stack([source.load_image(where[nm]) for nm in names])
+    return x, torch.tensor([i % 10 for i in range(n)]), names
 
 
 class Cifar10DataModule(ImageMaskDataModule):

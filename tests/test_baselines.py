@@ -68,3 +68,61 @@ def test_repaint_refuses_other_operators(gaussian_prior):
 
     with pytest.raises(ValueError, match="inpainting"):
         repaint(gaussian_prior, SuperResolution(4), torch.zeros(1, 1, 2, 2), 1)
+
+
+@pytest.fixture(scope="module")
+def latent_problem(schedule):
+    from vipaint.priors.gaussian import UpsampledGaussianPrior, smooth_covariance
+
+    prior = UpsampledGaussianPrior(torch.zeros(1, 4, 4), smooth_covariance(4, 4, std=0.5, length_scale=1.5), schedule)
+    g = torch.Generator().manual_seed(0)
+    z = (torch.linalg.cholesky(prior.cov) @ torch.randn(16, generator=g, dtype=torch.float64)).reshape(1, 1, 4, 4)
+    keep = torch.ones(1, 1, 16, 16)
+    keep[..., 8:] = 0
+    op = Inpainting(keep, 0.05)
+    y = op.observe(prior.decode(z.float()), g)
+    return prior, op, y, keep
+
+
+def test_psld_without_its_gluing_term_is_dps(latent_problem):
+    """PSLD = latent DPS + the gluing term: with γ = 0, ω = ζ and a DDPM step (η = 1) it is DPS, bit for bit."""
+    from vipaint.baselines import PSLDConfig, psld
+
+    prior, op, y, _ = latent_problem
+    a, _ = psld(prior, op, y, 2, PSLDConfig(n_steps=20, omega=0.5, gamma=0.0, eta=1.0), torch.Generator().manual_seed(3))
+    b, _ = dps(prior, op, y, 2, DPSConfig(n_steps=20, scale=0.5), torch.Generator().manual_seed(3))
+    assert torch.equal(a, b)
+    c, _ = psld(prior, op, y, 2, PSLDConfig(n_steps=20, omega=0.5, gamma=0.1, eta=1.0), torch.Generator().manual_seed(3))
+    assert not torch.equal(a, c)
+
+
+def test_psld_moves_toward_the_posterior_and_refuses_pixel_priors(latent_problem, gaussian_prior, problem):
+    from vipaint.baselines import PSLDConfig, psld
+
+    prior, op, y, keep = latent_problem
+    mean, _ = prior.pixel_posterior(y[0], keep[0], 0.05)
+    s, nfe = psld(prior, op, y, 64, PSLDConfig(n_steps=100), torch.Generator().manual_seed(1))
+    miss = keep[0].expand(1, 16, 16) == 0
+    err = (s[0].mean(0).double() - mean).abs()[miss].mean().item()
+    prior_err = mean.abs()[miss].mean().item()          # the prior's mean is 0
+    assert nfe == 100 and s.shape == (1, 64, 1, 16, 16)
+    assert err < 0.6 * prior_err, (err, prior_err)
+    with pytest.raises(ValueError, match="latent"):
+        psld(gaussian_prior, problem[0], problem[1], 1, PSLDConfig(n_steps=2))
+
+
+def test_mean_fill_is_the_observed_mean_colour(tiny_prior):
+    from vipaint.baselines import mean_fill
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(2, 3, 16, 16, generator=g) * 2 - 1
+    keep = (torch.rand(2, 1, 16, 16, generator=g) > 0.5).float()
+    op = Inpainting(keep, 0.05)
+    y = op.forward(x)
+    s, nfe = mean_fill(tiny_prior, op, y, 3)
+    assert nfe == 0 and s.shape == (2, 3, 3, 16, 16) and torch.equal(s[:, 0], s[:, 2])
+    for b in range(2):
+        for c in range(3):
+            obs = keep[b, 0] == 1
+            torch.testing.assert_close(s[b, 0, c][~obs], x[b, c][obs].mean().expand(int((~obs).sum())))
+            torch.testing.assert_close(s[b, 0, c][obs], x[b, c][obs])

@@ -12,9 +12,15 @@ DPS         DDPM ancestral step from x̂_0(z_t), then z_{t-1} -= ζ ∇_{z_t} ||
 RED-diff    Adam on μ = x_0: ||y - A D(μ)||²/2 on observed entries, plus the               ``n_steps`` fwd
             regulariser λ σ_t/α_t ⟨sg(ε̂(α_t μ + σ_t ε, t) - ε), μ⟩, t descending          (default 100)
             (Mardani et al. 2023, eq. 9 and their code: lr 0.25, λ 0.25)
+PSLD        DDIM(η) step from x̂_0(z_t), then z_{t-1} -= ∇_{z_t} [ω ||r|| + γ ||E(Aᵀy +       ``n_steps`` fwd+bwd
+            (I − AᵀA) D(x̂_0)) − x̂_0||]: latent DPS plus the "gluing" term that asks x̂_0    + 1 encoder call
+            to be a fixed point of decode-paste-encode (Rout et al. NeurIPS 2023, their      (default 1000)
+            ``psld.py``: ω = 1, γ = 0.1, η = 0; latent priors)
 RePaint     DDPM step for the hole, the forward-noised y pasted on observed pixels, and     2,410 fwd for
             resampling jumps of length 10, 10 times, on a 250-level grid                   250/10/10
             (Lugmayr et al. CVPR 2022; inpainting with pixel priors only)
+mean_fill   the hole filled with the mean colour of the observed pixels (inpainting; the   0
+            floor any method must beat); other operators: the observation as an image
 ==========  ===========================================================================  ==================
 """
 from __future__ import annotations
@@ -29,7 +35,8 @@ from .operators import Inpainting, Operator, repeat_observation
 from .prior import Prior
 from .schedule import ddim_std, ddim_step_mean
 
-__all__ = ["DPSConfig", "REDDiffConfig", "RePaintConfig", "BaselinesConfig", "dps", "red_diff", "repaint", "repaint_schedule", "BASELINES"]
+__all__ = ["DPSConfig", "PSLDConfig", "REDDiffConfig", "RePaintConfig", "MeanFillConfig", "BaselinesConfig", "dps",
+           "psld", "red_diff", "repaint", "mean_fill", "repaint_schedule", "BASELINES"]
 
 
 def _finish(prior: Prior, x: Tensor, B: int, n: int) -> Tensor:
@@ -51,29 +58,79 @@ class DPSConfig:
     scale: float = 0.5
 
 
-def dps(prior: Prior, operator: Operator, y: Tensor, n_samples: int = 4, config: DPSConfig = DPSConfig(),
-        generator: torch.Generator | None = None) -> tuple[Tensor, int]:
-    """Diffusion posterior sampling. Each step: one forward and one backward through the network."""
-    B, n = y.shape[0], n_samples
+def _guided_chain(prior: Prior, operator: Operator, y: Tensor, n: int, n_steps: int, eta: float, loss,
+                  generator: torch.Generator | None) -> tuple[Tensor, int]:
+    """The loop DPS and PSLD share: at each t, x̂_0 and ε̂ from one forward, a DDIM(η) step to the next level,
+    then z_s -= ∇_{z_t} loss(yy, op, x̂_0, D(x̂_0)) (per sample, summed). Returns (decoded samples (B·n, ...), nfe)."""
     yy, op = repeat_observation(y, operator, n)
     sched = prior.schedule
-    ts = sched.strided(sched.T - 1, config.n_steps)
-    z = randn_like(torch.empty((B * n, *prior.latent_shape), device=y.device), generator)
+    ts = sched.strided(sched.T - 1, n_steps)
+    z = randn_like(torch.empty((y.shape[0] * n, *prior.latent_shape), device=y.device), generator)
     x0 = None
     for j, t in enumerate(ts):
         with torch.enable_grad():
             zr = z.detach().requires_grad_(True)
             x0_hat, eps_hat = prior.denoise(zr, t)
-            norm = op.residual_norm(yy, prior.decode(x0_hat))
-            (g,) = torch.autograd.grad(norm.sum(), zr)
+            (g,) = torch.autograd.grad(loss(yy, op, x0_hat, prior.decode(x0_hat)).sum(), zr)
         x0 = x0_hat.detach()
         if j + 1 == len(ts):
             break
         ab_t, ab_s = sched.alpha_bar(t), sched.alpha_bar(ts[j + 1])
-        c = ddim_std(ab_t, ab_s, 1.0)
-        z = ddim_step_mean(x0, eps_hat.detach(), ab_s, c) + c.to(z.dtype) * randn_like(z, generator) - config.scale * g
+        c = ddim_std(ab_t, ab_s, eta)
+        z = ddim_step_mean(x0, eps_hat.detach(), ab_s, c)
+        if eta > 0:
+            z = z + c.to(z.dtype) * randn_like(z, generator)
+        z = z - g
     with torch.no_grad():
-        return _finish(prior, prior.decode(x0), B, n), len(ts)
+        return prior.decode(x0), len(ts)
+
+
+def dps(prior: Prior, operator: Operator, y: Tensor, n_samples: int = 4, config: DPSConfig = DPSConfig(),
+        generator: torch.Generator | None = None) -> tuple[Tensor, int]:
+    """Diffusion posterior sampling. Each step: one forward and one backward through the network."""
+    def loss(yy, op, x0_hat, x):
+        return config.scale * op.residual_norm(yy, x)
+
+    x, nfe = _guided_chain(prior, operator, y, n_samples, config.n_steps, 1.0, loss, generator)
+    return _finish(prior, x, y.shape[0], n_samples), nfe
+
+
+@dataclass
+class PSLDConfig:
+    """PSLD (Rout et al. 2023), their defaults (``scripts/inverse.py``).
+
+    Args:
+        n_steps: DDIM steps on a strided grid from T-1 to 0.
+        omega: weight ω on ∇||y - A D(x̂_0)|| (the DPS term).
+        gamma: weight γ on ∇||E(Aᵀy + (I - AᵀA) D(x̂_0)) - x̂_0|| (the gluing term).
+        eta: DDIM stochasticity (their ``--ddim_eta`` 0).
+    """
+
+    n_steps: int = 1000
+    omega: float = 1.0
+    gamma: float = 0.1
+    eta: float = 0.0
+
+    def __post_init__(self):
+        if self.n_steps < 1 or self.omega < 0 or self.gamma < 0 or not 0.0 <= self.eta <= 1.0:
+            raise ValueError(f"psld needs n_steps >= 1, omega >= 0, gamma >= 0 and eta in [0, 1], got {self}")
+
+
+def psld(prior: Prior, operator: Operator, y: Tensor, n_samples: int = 4, config: PSLDConfig = PSLDConfig(),
+         generator: torch.Generator | None = None) -> tuple[Tensor, int]:
+    """Posterior sampling with latent diffusion: latent DPS plus the gluing term (module table). The encoder's
+    mean is used for E, as ``Prior.encode`` does. Each step: one forward and one backward through the network, the
+    decoder and the encoder."""
+    if not prior.is_latent:
+        raise ValueError("PSLD is defined for latent priors (its gluing term re-encodes the pasted image); use dps")
+
+    def loss(yy, op, x0_hat, x):
+        pasted = op.adjoint(yy) + x - op.adjoint(op.forward(x))       # Aᵀy + (I − AᵀA) D(x̂_0)
+        glue = (prior.encode(pasted) - x0_hat).flatten(1).norm(dim=1)
+        return config.omega * op.residual_norm(yy, x) + config.gamma * glue
+
+    x, nfe = _guided_chain(prior, operator, y, n_samples, config.n_steps, config.eta, loss, generator)
+    return _finish(prior, x, y.shape[0], n_samples), nfe
 
 
 @dataclass
@@ -190,7 +247,34 @@ def repaint(prior: Prior, operator: Operator, y: Tensor, n_samples: int = 4, con
     return _finish(prior, x, B, n), nfe
 
 
-BASELINES = {"dps": (dps, DPSConfig), "red_diff": (red_diff, REDDiffConfig), "repaint": (repaint, RePaintConfig)}
+@dataclass
+class MeanFillConfig:
+    """The mean-colour fill.
+
+    Args:
+        per_channel: each channel's own mean (a colour, default) or one mean over all channels (a grey level).
+    """
+
+    per_channel: bool = True
+
+
+def mean_fill(prior: Prior, operator: Operator, y: Tensor, n_samples: int = 4, config: MeanFillConfig = MeanFillConfig(),
+              generator: torch.Generator | None = None) -> tuple[Tensor, int]:
+    """The floor: each channel's missing pixels set to the mean of its observed ones (inpainting); for other
+    operators the observation as an image (``Operator.to_image``). No network evaluation; the n samples agree."""
+    image = operator.to_image(y)
+    if isinstance(operator, Inpainting):
+        m = operator.valid(y)
+        mean = ((m * y).flatten(2).sum(2) / m.flatten(2).sum(2).clamp_min(1))[:, :, None, None]
+        if not config.per_channel:
+            mean = mean.mean(1, keepdim=True)
+        image = m * y + (1 - m) * mean
+    return _finish(prior, image.unsqueeze(1).expand(-1, n_samples, *image.shape[1:]).reshape(-1, *image.shape[1:]),
+                   y.shape[0], n_samples), 0
+
+
+BASELINES = {"dps": (dps, DPSConfig), "psld": (psld, PSLDConfig), "red_diff": (red_diff, REDDiffConfig),
+             "repaint": (repaint, RePaintConfig), "mean_fill": (mean_fill, MeanFillConfig)}
 
 
 @dataclass
@@ -200,10 +284,14 @@ class BaselinesConfig:
 
     Args:
         dps: settings of "dps".
+        psld: settings of "psld".
         red_diff: settings of "red_diff".
         repaint: settings of "repaint".
+        mean_fill: settings of "mean_fill" (none).
     """
 
     dps: DPSConfig = field(default_factory=DPSConfig)
+    psld: PSLDConfig = field(default_factory=PSLDConfig)
     red_diff: REDDiffConfig = field(default_factory=REDDiffConfig)
     repaint: RePaintConfig = field(default_factory=RePaintConfig)
+    mean_fill: MeanFillConfig = field(default_factory=MeanFillConfig)

@@ -119,8 +119,8 @@ def evaluate_bound(prior: Prior, posterior: HierarchicalPosterior, likelihood, y
                    n_grid: int = 50, generator: torch.Generator | None = None) -> BoundTerms:
     """Monte Carlo estimate of the bound's terms with n samples per image (B images, B·n samples).
 
-    ``likelihood(y, x, t_bottom) -> (Bn,)`` is the reconstruction log-likelihood of the decoded pixels x
-    (B·n, C, H, W) given the B observations y (``likelihood.py``).
+    ``likelihood(y, x, t_bottom, z_bottom, x0_hat) -> (Bn,)`` is the reconstruction log-likelihood of the decoded
+    pixels x = D(x̂_0) (B·n, C, H, W) given the B observations y (``likelihood.py``).
     """
     mean_top, var_top = posterior.top(prior, n)
     z_top = mean_top + var_top.sqrt() * randn_like(mean_top, generator)
@@ -129,6 +129,6 @@ def evaluate_bound(prior: Prior, posterior: HierarchicalPosterior, likelihood, y
     t_bottom = posterior.keypoints[-1]
     x0_hat, _ = prior.denoise(chain.z_bottom, t_bottom)
     x = prior.decode(x0_hat)
-    recon = likelihood(y, x, t_bottom, chain.z_bottom)
+    recon = likelihood(y, x, t_bottom, chain.z_bottom, x0_hat)
     return BoundTerms(recon=recon, kl_prior=kl_prior, kl_hier=chain.kl_hier, nfe=chain.nfe + 2,
                       z_bottom=chain.z_bottom, x=x)

@@ -3,9 +3,21 @@ r"""Reconstruction terms log p(y | x) for decoded pixels x: the bound's ``recon`
 Each likelihood is a callable ``(y, x, t, z=None) -> (B,)`` built for one batch (it holds the operator,
 whose mask is per image), t being the integer timestep whose one-step estimate x = D(x̂_0(z)) came from:
 
-* ``GaussianLikelihood`` (default): Σ_observed log N(y; A x, σ_y² + r_t² a²) in nats (``operators.py``).
-  With ``marginalize_denoiser`` the variance r_t² of x_0 given z_t (``Prior.denoiser_variance``) is
-  added, so that a noisy z_t is not asked to reproduce y exactly; r_0² ≈ 0 at the end of refinement.
+* ``GaussianLikelihood`` (default): Σ_observed log N(y; A x, σ_y² + r_t² ρ) in nats (``operators.py``).
+  With ``marginalize_denoiser`` the variance r_t² of z_0 given z_t (``Prior.denoiser_variance``, in the
+  prior's own units) is added, so that a noisy z_t is not asked to reproduce y exactly; r_0² ≈ 0 at the end
+  of refinement. ρ (the *reach*) says how that variance reaches y:
+
+  - pixel priors: a² = Σ_j A_ij² (``Operator.row_norm2``), the diagonal of A Aᵀ;
+  - latent priors, x = D(z_0): ρ = ‖(A J)ᵀ r‖² / ‖r‖² per sample, r = y − A x on the valid entries,
+    J = ∂D/∂z_0 at x̂_0 — the variance of A J δ, δ ~ N(0, I), along the residual (the Rayleigh quotient of
+    A J Jᵀ Aᵀ): one backward through the decoder. A latent element decodes to many pixels (48 for an f4
+    autoencoder), so A J Jᵀ Aᵀ is far from diagonal where an area is observed (eigenvalues up to ~25 on
+    the shipped CIFAR-10 autoencoder, diagonal 0.55): a variance per pixel lets the guidance step overshoot
+    by that factor. With ρ, (σ_y² + r_t² ρ)⁻¹ r is the first conjugate-gradient step (steepest descent with
+    exact line search) towards C⁻¹ r, C = σ_y² I + r_t² A J Jᵀ Aᵀ the covariance of y given z_t through the
+    linearised decoder; exact where r is an eigenvector of A J Jᵀ Aᵀ (docs/method.md §5.2). Where few pixels
+    of a cell are observed ρ is small and the step stays strong.
 * ``L1LpipsReconstruction`` (kind ``"l1_lpips"``): the L1 + LPIPS loss of the authors' code, negated
   (docs/method.md §5.3):
   ``-(l1_weight · mean|m⊙(y - x)| + lpips_weight · LPIPS(m⊙y, m⊙x))`` with l1_weight = 100/(2·0.566²),
@@ -14,6 +26,7 @@ whose mask is per image), t being the integer timestep whose one-step estimate x
 """
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 from typing import Callable, Literal
 
@@ -24,10 +37,12 @@ from .operators import Inpainting, Operator, repeat_observation
 from .prior import Prior
 from .schedule import tweedie_scale
 
-__all__ = ["LikelihoodConfig", "GaussianLikelihood", "L1LpipsReconstruction", "make_likelihood", "KINDS"]
+__all__ = ["LikelihoodConfig", "GaussianLikelihood", "L1LpipsReconstruction", "make_likelihood", "KINDS", "REACHES"]
 
 #: The likelihood kinds ``LikelihoodConfig.kind`` accepts.
 KINDS = ("gaussian", "l1_lpips")
+#: How r_t² reaches y (``LikelihoodConfig.reach``).
+REACHES = ("auto", "diagonal", "residual")
 
 
 @dataclass
@@ -38,6 +53,12 @@ class LikelihoodConfig:
         kind: "gaussian" (a density, default) or "l1_lpips" (the authors' L1 + LPIPS loss, docs/method.md §5.3;
             inpainting only). The old spelling "authors" is refused with a message naming the new one.
         marginalize_denoiser: add r_t² to the Gaussian's variance (see ``GaussianLikelihood``).
+        sigma_y: the likelihood's noise std; None (default): the operator's σ_y, the noise the observation has.
+            A larger value also allows for what the prior cannot reproduce (e.g. a latent prior's autoencoder
+            error); bench/README.md ("Latent priors") measures it.
+        reach: how r_t² reaches y: "diagonal" (a², the operator's Σ_j A_ij²), "residual" (through the decoder's
+            Jacobian along the residual, the module docstring), or "auto" (default): "residual" for latent
+            priors, "diagonal" for pixel priors (where the two agree for inpainting and super-resolution).
         cg_steps: conjugate-gradient steps for a covariance-aware Gaussian gradient (pixel priors; 0 = off;
             each step costs one more backward pass). Exact for Gaussian and mixture priors. A learned
             denoiser's Jacobian need not be positive semi-definite; where CG meets a curvature no covariance
@@ -50,6 +71,8 @@ class LikelihoodConfig:
 
     kind: Literal["gaussian", "l1_lpips"] = "gaussian"
     marginalize_denoiser: bool = True
+    sigma_y: float | None = None
+    reach: Literal["auto", "diagonal", "residual"] = "auto"
     cg_steps: int = 0
     lpips_net: Literal["vgg", "alex", "squeeze"] = "vgg"
     lpips_backbone: str | None = None
@@ -60,6 +83,10 @@ class LikelihoodConfig:
                              "(--model.vipaint.likelihood.kind l1_lpips)")
         if self.kind not in KINDS:
             raise ValueError(f"unknown likelihood kind {self.kind!r}; expected one of {KINDS}")
+        if self.reach not in REACHES:
+            raise ValueError(f"vipaint.likelihood.reach must be one of {REACHES}, got {self.reach!r}")
+        if self.sigma_y is not None and not self.sigma_y > 0:
+            raise ValueError(f"vipaint.likelihood.sigma_y must be > 0 (or null: the operator's), got {self.sigma_y}")
 
 
 class _Likelihood:
@@ -74,7 +101,9 @@ class _Likelihood:
 
 
 class GaussianLikelihood(_Likelihood):
-    """Σ_valid log N(y; A x, σ_y² + r_t² a²), see the module docstring.
+    """Σ_valid log N(y; A x, σ_y² + r_t² ρ), see the module docstring. ``reach``: "auto", "diagonal" or
+    "residual" (``LikelihoodConfig.reach``); "residual" needs the prior-space estimate ``x0_hat`` x was decoded
+    from in the call.
 
     cg_steps > 0 (pixel priors): the *gradient* becomes that of the covariance-aware Gaussian
     log N(y; A x̂_0(z_t), C), C = σ_y² I + A Cov[x_0|z_t] Aᵀ with Cov[x_0|z_t] = σ_t²/α_t · ∂x̂_0/∂z_t (the
@@ -85,10 +114,16 @@ class GaussianLikelihood(_Likelihood):
     """
 
     def __init__(self, operator: Operator, prior: Prior | None = None, marginalize_denoiser: bool = True,
-                 cg_steps: int = 0):
+                 cg_steps: int = 0, reach: str = "auto", sigma_y: float | None = None):
+        if sigma_y is not None and sigma_y != operator.sigma_y:   # the likelihood's σ, not the observation's
+            operator = copy.copy(operator)
+            operator.sigma_y = float(sigma_y)
         self.operator = operator
         self.prior = prior
         self.marginalize_denoiser = marginalize_denoiser and prior is not None
+        if reach not in REACHES:
+            raise ValueError(f"reach must be one of {REACHES}, got {reach!r}")
+        self.reach = ("residual" if prior is not None and prior.is_latent else "diagonal") if reach == "auto" else reach
         if cg_steps and (prior is None or prior.is_latent):
             raise ValueError("cg_steps > 0 needs a pixel prior (Cov[x_0 | z_t] comes from its denoiser's Jacobian)")
         self.cg_steps = int(cg_steps)
@@ -104,9 +139,32 @@ class GaussianLikelihood(_Likelihood):
             return 0.0
         return self.prior.denoiser_variance(torch.as_tensor(t)).to(device=device, dtype=torch.float32)
 
-    def __call__(self, y: Tensor, x: Tensor, t: int | Tensor, z: Tensor | None = None) -> Tensor:
+    def residual_reach(self, y: Tensor, op: Operator, x: Tensor, x0_hat: Tensor) -> Tensor:
+        """ρ = ‖(A J)ᵀ r‖² / ‖r‖² per sample (N,), detached: r = valid ⊙ (y − A x), J = ∂x/∂x̂_0 (the decoder's
+        Jacobian at x̂_0). One backward through the decoder: through x's own graph where it has one to x̂_0,
+        else through a fresh decode (the reported bound runs without gradients)."""
+        r = (op.valid(y).expand_as(y) * (y - op.forward(x))).detach()
+        with torch.enable_grad():
+            if x.requires_grad and x0_hat.requires_grad:
+                out, inp = x, x0_hat
+            else:
+                inp = x0_hat.detach().requires_grad_(True)
+                out = self.prior.decode(inp)
+            (jt_r,) = torch.autograd.grad(out, inp, grad_outputs=op.adjoint(r), retain_graph=out is x)
+        # An all-zero residual (y reproduced exactly) leaves ρ = 0: the variance is then σ_y² alone.
+        return (jt_r.flatten(1).pow(2).sum(1) / r.flatten(1).pow(2).sum(1).clamp_min(1e-30)).detach()
+
+    def __call__(self, y: Tensor, x: Tensor, t: int | Tensor, z: Tensor | None = None,
+                 x0_hat: Tensor | None = None) -> Tensor:
+        """log p(y | z_t) per sample (N,) for decoded estimates x (N, C, H, W) of the B observations y; ``z``:
+        the noisy latent z_t (CG only), ``x0_hat``: the prior-space estimate with x = D(x̂_0) (reach "residual")."""
         y, op = self._matched(y, x)
-        value = op.log_likelihood(y, x, self.extra_var(t, x.device))
+        reach = None
+        if self.marginalize_denoiser and self.reach == "residual":
+            if x0_hat is None:
+                raise ValueError("reach 'residual' needs x0_hat, the estimate x was decoded from")
+            reach = self.residual_reach(y, op, x, x0_hat)
+        value = op.log_likelihood(y, x, self.extra_var(t, x.device), reach)
         if self.cg_steps <= 0 or z is None or not x.requires_grad:
             return value
         grad_x, sound = self._cg_direction(y, op, x, z, int(t))
@@ -160,7 +218,8 @@ class L1LpipsReconstruction(_Likelihood):
         self.l1_weight = l1_weight
         self.lpips_weight = lpips_weight
 
-    def __call__(self, y: Tensor, x: Tensor, t: int | Tensor, z: Tensor | None = None) -> Tensor:
+    def __call__(self, y: Tensor, x: Tensor, t: int | Tensor, z: Tensor | None = None,
+                 x0_hat: Tensor | None = None) -> Tensor:
         y, op = self._matched(y, x)
         m = op.valid(x).expand_as(x)
         l1 = self.l1_weight * (m * (y - x)).abs().flatten(1).mean(1)
@@ -179,7 +238,8 @@ class L1LpipsReconstruction(_Likelihood):
 def make_likelihood(config: LikelihoodConfig, operator: Operator, prior: Prior, lpips_model: Callable | None = None):
     """The likelihood ``config`` describes for one batch's operator (``lpips_model``: the authors' loss only)."""
     if config.kind == "gaussian":
-        return GaussianLikelihood(operator, prior, config.marginalize_denoiser, config.cg_steps)
+        return GaussianLikelihood(operator, prior, config.marginalize_denoiser, config.cg_steps, config.reach,
+                                  config.sigma_y)
     if config.kind == "l1_lpips":
         return L1LpipsReconstruction(operator, lpips_model)
     raise ValueError(f"unknown likelihood {config.kind!r}; expected one of {KINDS}")

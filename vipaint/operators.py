@@ -9,12 +9,14 @@ symbol          meaning
 ``σ_y``         observation noise std, in [-1, 1] units
 ``valid``       (B, 1|C, h, w) weights in the range space: 1 where y carries information
 ``a²``          Σ_j A_ij², per row: how an isotropic variance r² on x reaches y (r² a²)
+``ρ``           ``reach``: the same for a variance on a latent z_0 with x = D(z_0)
+                (``likelihood.GaussianLikelihood``); a² where none is given
 ==============  =====================================================================
 
 Likelihood (the default of the bound; the authors' code uses an L1+LPIPS loss instead, docs/method.md §5.3,
 kind "l1_lpips" in ``likelihood.py``):
 
-``log p(y | x) = Σ_valid log N(y; A x, σ_y² + r² a²)``
+``log p(y | x) = Σ_valid log N(y; A x, σ_y² + r² a²)``  (``σ_y² + r² ρ`` with a ``reach`` ρ)
 
 where r² ≥ 0 is an optional extra variance on x (the one-step denoiser variance r_t², so that
 p(y | z_t) ≈ N(y; A x̂_0(z_t), σ_y² + r_t² a²) marginalises x_0 given z_t instead of trusting x̂_0).
@@ -73,10 +75,12 @@ class Operator:
             y = y + self.sigma_y * noise
         return y * self.valid(y)
 
-    def log_likelihood(self, y: Tensor, x: Tensor, extra_var: Tensor | float = 0.0) -> Tensor:
+    def log_likelihood(self, y: Tensor, x: Tensor, extra_var: Tensor | float = 0.0,
+                       reach: Tensor | None = None) -> Tensor:
         """Σ over valid entries of log N(y; A x, σ_y² + extra_var·a²), shape (B,).
 
-        ``extra_var`` is a float or a (B,) tensor (per-sample r_t²).
+        ``extra_var`` is a float or a (B,) tensor (per-sample r_t²). ``reach``: a (B,) tensor that replaces a²
+        (how a unit variance upstream of x reaches y; ``likelihood.GaussianLikelihood`` for latent priors).
         """
         ax = self.forward(x)
         if ax.shape != y.shape:
@@ -88,7 +92,8 @@ class Operator:
         # a tensor extra_var is r_t² > 0 by construction, so only σ_y = 0 with a zero number can be degenerate.
         if self.sigma_y <= 0 and not (torch.is_tensor(extra_var) or extra_var > 0):
             raise ValueError("the likelihood variance is zero: set sigma_y > 0 or pass extra_var > 0")
-        var = self.sigma_y**2 + extra * self.row_norm2
+        gain = self.row_norm2 if reach is None else reach.to(ax.dtype).reshape(-1, *([1] * (ax.ndim - 1)))
+        var = self.sigma_y**2 + extra * gain
         w = self.valid(y).expand_as(y)
         ll = -0.5 * ((y - ax) ** 2 / var + torch.log(2 * math.pi * var * torch.ones_like(ax)))
         return (w * ll).flatten(1).sum(1)

@@ -166,7 +166,7 @@ def hand_made_posterior(prior: Prior, operator: Operator, y: Tensor, keypoints: 
 def vipaint(prior: Prior, operator: Operator, likelihood, y: Tensor, n_samples: int = 4,
             config: VIPaintConfig = VIPaintConfig(), generator: torch.Generator | None = None,
             posterior: HierarchicalPosterior | None = None, callback=None, on_step=None,
-            on_refine_step=None, timings: dict | None = None) -> VIPaintOutput:
+            on_refine_step=None, timings: dict | None = None, refine_trace=None) -> VIPaintOutput:
     """Fit VIPaint-K to the B observations y and draw ``n_samples`` refined samples per image.
 
     ``likelihood`` is built by the caller (``make_likelihood(config.likelihood, ...)``: it holds the batch's
@@ -174,7 +174,8 @@ def vipaint(prior: Prior, operator: Operator, likelihood, y: Tensor, n_samples: 
     encoder's); by default ``hand_made_posterior`` at the config's keypoints. ``config.fit.n_iter = 0`` skips
     the fit. Tunable settings left None (``TUNABLE``) take their fallback values: ``tuned_for`` fills in a
     prior's own beforehand.
-    ``callback``/``on_step``: see ``fit.fit``; ``on_refine_step(j, n)``: after each refinement step.
+    ``callback``/``on_step``: see ``fit.fit``; ``on_refine_step(j, n)``: after each refinement step;
+    ``refine_trace``: ``refine.refine``'s ``trace``.
     ``timings``: a dict that receives the wall seconds of each stage (init, fit, bound, chain, refine).
     """
     stages = _Stages(timings, y.device)
@@ -198,7 +199,7 @@ def vipaint(prior: Prior, operator: Operator, likelihood, y: Tensor, n_samples: 
         chain = posterior.chain(prior, z_top, n_samples, generator)
         stages.mark("chain")
     x, nfe_refine = refine(prior, likelihood, y, chain.z_bottom, posterior.keypoints[-1], config.refine, generator,
-                            progress=on_refine_step)
+                            progress=on_refine_step, trace=refine_trace)
     stages.mark("refine")
     nfe += (chain.nfe + nfe_refine) * n_samples
     samples = x.reshape(B, n_samples, *x.shape[1:])

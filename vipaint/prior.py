@@ -154,7 +154,8 @@ class Prior(nn.Module):
         r"""r_t² = Var[x_0 | z_t] for data of std ``data_std`` (per element, isotropic approximation):
 
         ``r_t² = s² σ_t² / (α_t² s² + σ_t²)``, exact for x_0 ~ N(m, s² I) (ΠGDM, Song et al. 2023).
-        In pixel units; for latent priors it is applied to the decoded image as an approximation.
+        In the prior's own units: latent units for latent priors, whose likelihood carries it to the pixels
+        through the decoder's Jacobian (``likelihood.GaussianLikelihood``, reach "residual").
         """
         ab = self.schedule.alpha_bar(t)
         s2 = self.data_std**2

@@ -78,16 +78,17 @@ def likelihood_gradient(prior: Prior, likelihood, y: Tensor, z_t: Tensor, t: int
     with torch.enable_grad():
         z = z_t.detach().requires_grad_(True)
         x0_hat, eps_hat = prior.denoise(z, t)
-        ll = likelihood(y, prior.decode(x0_hat), t, z)
+        ll = likelihood(y, prior.decode(x0_hat), t, z, x0_hat)
         (g,) = torch.autograd.grad(ll.sum(), z)
     return x0_hat.detach(), eps_hat.detach(), g
 
 
 def refine(prior: Prior, likelihood, y: Tensor, z: Tensor, t_start: int, config: RefineConfig = RefineConfig(),
-           generator: torch.Generator | None = None, progress=None) -> tuple[Tensor, int]:
+           generator: torch.Generator | None = None, progress=None, trace=None) -> tuple[Tensor, int]:
     """Refine z at t_start (B·n, *latent) into pixels (B·n, C, H, W). Returns (x, nfe).
 
     y is (B, ...) for the B images; samples are image-major, as produced by ``HierarchicalPosterior``.
+    ``progress(j, n)`` after each step; ``trace(t, z_t, x̂_0, x̂_0^y)`` too (diagnostics, ``bench.latent``).
     """
     sched = prior.schedule
     ts = sched.strided(t_start, config.n_steps)
@@ -112,6 +113,8 @@ def refine(prior: Prior, likelihood, y: Tensor, z: Tensor, t_start: int, config:
             z = z_next.detach()
         if progress is not None:
             progress(j, len(ts))
+        if trace is not None:
+            trace(t, z, x0_hat, x0y)
     with torch.no_grad():
         x = prior.decode(x0y)
         if prior.output_range is not None:

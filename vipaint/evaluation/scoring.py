@@ -17,6 +17,8 @@ Every score is per image, (B,):
 ``diversity_hole``     mean pairwise RMS distance between the N samples over the missing pixels
 ``consistency_rms``    RMS of (raw sample - y) over the observed pixels, mean over samples: how tightly
                        the sample itself, before compositing, agrees with what was observed
+``saturated_hole``     share of the missing pixels' values within 0.02 of the range's ends (|x| >= 0.98),
+                       mean over samples: the symptom of guidance pushed past what the prior knows
 =====================  =================================================================================
 """
 from __future__ import annotations
@@ -33,6 +35,7 @@ from .metrics import SSIM_KERNEL_SIZE, SSIM_SIGMA, composite, lpips_distance
 __all__ = ["score_inpainting", "lpips_ready", "LPIPS_MIN_SIZE"]
 
 LPIPS_MIN_SIZE = 64
+SATURATED = 0.98   # |x| at or above this counts as at the clamp
 
 
 def lpips_ready(x: Tensor) -> Tensor:
@@ -79,6 +82,7 @@ def score_inpainting(samples: Tensor, x: Tensor, y: Tensor, keep_mask: Tensor,
     out["ssim_hole"] = ((smap * hole).flatten(2).sum(2) / n_hole).mean(1)
     consistency = ((samples - y.unsqueeze(1)) ** 2 * obs).flatten(2).sum(2) / n_obs
     out["consistency_rms"] = consistency.sqrt().mean(1)
+    out["saturated_hole"] = (((samples.abs() >= SATURATED) * hole).flatten(2).sum(2) / n_hole).mean(1)
     if N >= 2:
         i, j = torch.triu_indices(N, N, offset=1)
         d2 = ((samples[:, i] - samples[:, j]) ** 2 * hole[:, i]).flatten(2).sum(2) / n_hole[:, i]

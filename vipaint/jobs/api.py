@@ -60,7 +60,7 @@ class Inpainter:
 
     Args:
         prior: a ``Prior``, or a shipped name / local diffusers folder / hub id (``priors.shipped.load_prior``).
-        method: "vipaint" or a baseline in the same harness ("dps", "red_diff", "repaint").
+        method: "vipaint" or a baseline in the same harness (``baselines.BASELINES``).
         vipaint: VIPaint's settings (``pipeline.VIPaintConfig``); settings left None take the prior's tuned values.
         baselines: each baseline's settings (only ``method``'s is used).
         operator: the observation model (``operators.OperatorConfig``).

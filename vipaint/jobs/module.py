@@ -38,7 +38,8 @@ class VIPaintModule(pl.LightningModule):
     Args:
         prior: the diffusion prior (``vipaint.priors.external.PixelPrior``/``LatentPrior`` or any ``Prior``);
             default: the shipped MNIST prior ("vipaint-mnist").
-        method: "vipaint", or a baseline in the same harness: "dps", "red_diff", "repaint" (``baselines.py``).
+        method: "vipaint", or a baseline in the same harness (``baselines.BASELINES``: "dps", "psld", "red_diff",
+            "repaint", "mean_fill"); checked by ``Inpainter``.
         vipaint: VIPaint's settings (keypoints, init, likelihood, fit, refinement): ``pipeline.VIPaintConfig``.
             Settings left null take the values tuned for the prior (shipped beside its weights).
         baselines: each baseline's settings; only ``method``'s is used: ``baselines.BaselinesConfig``.
@@ -59,7 +60,7 @@ class VIPaintModule(pl.LightningModule):
     """
 
     # The dataclass defaults are never mutated (the module only reads its configs), so sharing them is safe.
-    def __init__(self, prior: Prior | None = None, method: Literal["vipaint", "dps", "red_diff", "repaint"] = "vipaint",
+    def __init__(self, prior: Prior | None = None, method: str = "vipaint",
                  vipaint: VIPaintConfig = VIPaintConfig(), baselines: BaselinesConfig = BaselinesConfig(),
                  operator: OperatorConfig = OperatorConfig(), n_samples: int = 4, seed: int = 0,
                  log_images: bool = True, progress: bool = True, init: Literal["auto", "hand", "amortized"] = "auto",

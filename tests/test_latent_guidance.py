@@ -1,0 +1,110 @@
+"""Guidance through a decoder: a latent Gaussian prior with an analytic decoder (nearest x4 up-sampling) against the
+same problem posed in pixel space.
+
+Latent z_0 ~ N(0, S) on 1x4x4 (S a smooth kernel), x = D(z_0) = U z_0 on 1x16x16: each latent element decodes to a
+4x4 cell of 16 pixels. The right half of the image is missing (whole cells), y = A x + σ_y ε with σ_y = 0.05.
+Because the cells are observed whole, the cell means of y are a sufficient statistic: the same posterior is the
+*pixel* problem on the 4x4 grid (``GaussianPrior`` with S, observing the cell means with noise σ_y / 4). VIPaint
+through the decoder must give what VIPaint gives on that pixel problem, with the same seeds; the per-pixel
+variance of the old guidance (reach "diagonal") overshoots by the 16 pixels a latent reaches and diverges.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+import pytest
+
+from vipaint.fit import FitConfig
+from vipaint.likelihood import GaussianLikelihood, LikelihoodConfig
+from vipaint.operators import Inpainting
+from vipaint.pipeline import VIPaintConfig, vipaint
+from vipaint.priors.gaussian import GaussianPrior, UpsampledGaussianPrior, smooth_covariance
+from vipaint.refine import RefineConfig, likelihood_gradient
+
+N = 256
+CONFIG = VIPaintConfig(fit=FitConfig(n_iter=20, n_samples=4), refine=RefineConfig(n_steps=25))
+
+
+@pytest.fixture(scope="module")
+def problem(schedule):
+    latent = UpsampledGaussianPrior(torch.zeros(1, 4, 4), smooth_covariance(4, 4, std=0.5, length_scale=1.5),
+                                    schedule, factor=4)
+    g = torch.Generator().manual_seed(0)
+    z_true = (torch.linalg.cholesky(latent.cov) @ torch.randn(16, generator=g, dtype=torch.float64))
+    keep = torch.ones(1, 1, 16, 16)
+    keep[..., 8:] = 0
+    op = Inpainting(keep, sigma_y=0.05)
+    y = op.observe(latent.decode(z_true.reshape(1, 1, 4, 4).float()), g)
+    # The same problem on the latent grid, as a pixel prior: cell means, noise σ_y / 4.
+    cell_keep = F.avg_pool2d(keep, 4)
+    cell_op = Inpainting(cell_keep, sigma_y=0.05 / 4)
+    return dict(latent=latent, op=op, y=y, keep=keep, pixel=GaussianPrior(torch.zeros(1, 4, 4), latent.cov, schedule),
+                cell_op=cell_op, cell_y=F.avg_pool2d(y, 4) * cell_keep)
+
+
+def run(prior, op, y, reach="auto"):
+    return vipaint(prior, op, GaussianLikelihood(op, prior, reach=reach), y, n_samples=N, config=CONFIG,
+                   generator=torch.Generator().manual_seed(1))
+
+
+def test_closed_forms_agree(problem):
+    """The pixel posterior of the up-sampled prior is the cell problem's posterior, decoded."""
+    mean, _ = problem["latent"].pixel_posterior(problem["y"][0], problem["keep"][0], 0.05)
+    cell_mean, _ = problem["pixel"].posterior(problem["cell_y"][0], problem["cell_op"].keep_mask[0], 0.05 / 4)
+    torch.testing.assert_close(mean.float(), problem["latent"].decode(cell_mean[None].float())[0], atol=1e-5, rtol=0)
+
+
+def test_guidance_through_the_decoder_matches_the_pixel_problem(problem):
+    latent = run(problem["latent"], problem["op"], problem["y"])
+    pixel = run(problem["pixel"], problem["cell_op"], problem["cell_y"])
+    decoded = problem["latent"].decode(pixel.samples[0])                   # (N, 1, 16, 16)
+    miss = problem["keep"][0].expand(1, 16, 16) == 0
+    diff = (latent.samples[0].mean(0) - decoded.mean(0)).abs()[miss].max().item()
+    ratio = (latent.samples[0].std(0) / decoded.std(0))[miss]
+    print(f"sample means differ by at most {diff:.4f}; std ratio [{ratio.min():.3f}, {ratio.max():.3f}]")
+    assert diff < 0.02                       # prior std 0.5: the two routes are the same computation
+    assert 0.95 < ratio.min() and ratio.max() < 1.05
+    mean, cov = problem["latent"].pixel_posterior(problem["y"][0], problem["keep"][0], 0.05)
+    err = ((latent.samples[0].mean(0).double() - mean).abs()[miss] / 0.5).mean().item()
+    assert err < 0.45                        # the isotropic band of tests/test_closed_form.py
+
+
+def test_per_pixel_variance_overshoots_through_the_decoder(problem):
+    """reach "diagonal" (a² = 1 per pixel, the guidance before the fix): a latent reaches 16 pixels, the step is
+    16x too long at every refinement step and the samples diverge."""
+    diagonal = run(problem["latent"], problem["op"], problem["y"], reach="diagonal")
+    _, cov = problem["latent"].pixel_posterior(problem["y"][0], problem["keep"][0], 0.05)
+    ratio = (diagonal.samples[0].std(0) / cov.diagonal().sqrt().reshape(1, 16, 16)).median().item()
+    print(f"reach 'diagonal': sample std {ratio:.3g} x the exact posterior's")
+    assert ratio > 100
+
+
+def test_residual_reach_is_the_cell_count_for_cell_constant_residuals(problem):
+    """ρ = ‖(A J)ᵀ r‖² / ‖r‖²: a residual constant on observed cells is an eigenvector of A J Jᵀ Aᵀ with
+    eigenvalue 16 (the pixels per cell); ρ is then exact, and 0 leaves the variance σ_y² alone."""
+    latent, op = problem["latent"], problem["op"]
+    lik = GaussianLikelihood(op, latent)
+    z0 = torch.zeros(2, 1, 4, 4, requires_grad=True)
+    y = latent.decode(torch.randn(2, 1, 4, 4, generator=torch.Generator().manual_seed(4))) * problem["keep"]
+    rho = lik.residual_reach(y, op.expand(2), latent.decode(z0), z0)
+    torch.testing.assert_close(rho, torch.full((2,), 16.0))
+    pixel = torch.randn(2, 1, 16, 16, generator=torch.Generator().manual_seed(5))   # no cell structure: ρ < 16
+    assert (lik.residual_reach(pixel * problem["keep"], op.expand(2), latent.decode(z0), z0) < 4).all()
+
+
+def test_reach_defaults_follow_the_prior(problem, gaussian_prior):
+    assert GaussianLikelihood(problem["op"], problem["latent"]).reach == "residual"
+    assert GaussianLikelihood(problem["op"], gaussian_prior).reach == "diagonal"
+    with pytest.raises(ValueError, match="reach"):
+        LikelihoodConfig(reach="pixel")
+
+
+def test_refinement_gradient_uses_the_residual_reach(problem):
+    """One guidance gradient through the decoder equals that of the cell problem (the same z_t): the factor
+    1/(σ_y² + 16 r_t²) on Σ_cell r replaces 1/(σ_y² + r_t²)."""
+    z = torch.randn(1, 1, 4, 4, generator=torch.Generator().manual_seed(6))
+    _, _, g_latent = likelihood_gradient(problem["latent"], GaussianLikelihood(problem["op"], problem["latent"]),
+                                         problem["y"], z, 300)
+    _, _, g_pixel = likelihood_gradient(problem["pixel"], GaussianLikelihood(problem["cell_op"], problem["pixel"]),
+                                        problem["cell_y"], z, 300)
+    torch.testing.assert_close(g_latent, g_pixel, rtol=0.02, atol=1e-3)
