@@ -26,9 +26,9 @@ import torch
 
 from bench.prior_quality import ddim_samples, heldout_eps_mse, load_images, nearest, save_png
 from bench.report import RESULTS, header, write_json
+from vipaint.evaluation.denoiser import linear_denoiser_gain
 from vipaint.evaluation.kid import FEATURE_LAYER, kid, vgg_features
 from vipaint.evaluation.metrics import lpips_distance, psnr
-from vipaint.priors.gaussian import GaussianPrior
 from vipaint.priors.shipped import load_prior
 
 TS_EPS = [50, 200, 400, 550, 800]
@@ -43,27 +43,6 @@ def encode(prior, x: torch.Tensor, batch: int = 250) -> torch.Tensor:
 @torch.no_grad()
 def decode(prior, z: torch.Tensor, batch: int = 250) -> torch.Tensor:
     return torch.cat([prior.decode(z[i:i + batch]).clamp(-1, 1) for i in range(0, len(z), batch)])
-
-
-@torch.no_grad()
-def linear_denoiser_gain(prior, fit: torch.Tensor, test: torch.Tensor, ts: list[int]) -> dict[str, dict]:
-    """x̂_0 MSE of the prior and of the exact denoiser of a Gaussian fitted to ``fit`` (module docstring, 3.)."""
-    flat = fit.flatten(1).double()
-    mean = flat.mean(0)
-    cov = torch.cov(flat.T) + 1e-4 * torch.eye(flat.shape[1], dtype=torch.float64)   # ridge: full rank
-    gauss = GaussianPrior(mean.reshape(fit.shape[1:]), cov, prior.schedule)
-    g = torch.Generator().manual_seed(0)
-    out = {}
-    for t in ts:
-        eps = torch.randn(test.shape, generator=g)
-        ab = prior.schedule.alpha_bar(t).float()
-        z_t = ab.sqrt() * test + (1 - ab).sqrt() * eps
-        mse_prior = float(((torch.cat([prior.x0_hat(z_t[i:i + 250], t) for i in range(0, len(z_t), 250)])
-                            - test) ** 2).mean())
-        mse_linear = float(((gauss.x0_hat(z_t.double(), t).float() - test) ** 2).mean())
-        out[str(t)] = {"mse_prior": mse_prior, "mse_linear": mse_linear,
-                       "gain_db": 10 * torch.log10(torch.tensor(mse_linear / mse_prior)).item()}
-    return out
 
 
 def main(argv=None) -> None:

@@ -38,12 +38,12 @@ def load_images(data: str, split: str, limit: int | None, path: str | None) -> t
         from datamodules.mnist import load_mnist
 
         x = load_mnist(path, split)[0]
-    else:
-        from datamodules.cifar10 import Cifar10Zip
+    else:   # class-balanced: the zip is sorted by class, so a plain prefix would be all airplanes
+        from datamodules.cifar10 import Cifar10Zip, _Subset
 
         ds = Cifar10Zip(path, split=split)
-        n = len(ds) if limit is None else min(limit, len(ds))
-        x = torch.stack([ds[i]["x"] for i in range(n)])
+        sub = _Subset(ds, len(ds) if limit is None else min(limit, len(ds)))
+        x = torch.stack([sub.load_image(i) for i in range(len(sub))])
     return x if limit is None else x[:limit]
 
 

@@ -82,3 +82,33 @@ def test_train_export_and_resume(tmp_path, monkeypatch, fake_mnist):
 def test_bad_settings_are_named(bad):
     with pytest.raises(ValueError, match=next(iter(bad))):
         PriorTrainingModule(image_size=8, channels=1, block_out_channels=[8, 8], attention_levels=[], **bad)
+
+
+def test_warm_start_from_a_weights_folder(tmp_path):
+    """init_from copies a shipped folder's UNet into the network and its EMA (float16 weights loaded as float32);
+    another architecture is refused by name."""
+    kw = dict(image_size=8, channels=1, block_out_channels=[8, 8], layers_per_block=1, attention_levels=[])
+    torch.manual_seed(0)
+    src = PriorTrainingModule(**kw, export_dtype="float16")
+    src.export(tmp_path / "flat")
+    warm = PriorTrainingModule(**kw, init_from=str(tmp_path / "flat"))
+    for a, b, e in zip(src.ema.parameters(), warm.unet.parameters(), warm.ema.parameters()):
+        torch.testing.assert_close(b, a.half().float())
+        assert b.dtype == torch.float32 and torch.equal(b, e)
+    cold = PriorTrainingModule(**kw)
+    assert not all(torch.equal(a, b) for a, b in zip(cold.unet.parameters(), warm.unet.parameters()))
+    with pytest.raises(ValueError, match="architecture"):
+        PriorTrainingModule(**{**kw, "block_out_channels": [8, 16]}, init_from=str(tmp_path / "flat"))
+    with pytest.raises(FileNotFoundError, match="init_from"):
+        PriorTrainingModule(**kw, init_from=str(tmp_path))
+
+
+def test_warm_start_from_the_shipped_latent_prior():
+    """A latent prior's folder (unet/ beside vae/, float16): the continuation of the shipped CIFAR-10 prior."""
+    from vipaint.priors.shipped import SHIPPED_PRIORS, load_prior
+
+    warm = PriorTrainingModule(image_size=8, channels=4, block_out_channels=[64, 128, 128], layers_per_block=1,
+                               attention_levels=[1, 2], init_from=str(SHIPPED_PRIORS["vipaint-cifar10-latent"]))
+    shipped = load_prior("vipaint-cifar10-latent").unet
+    for a, b in zip(shipped.parameters(), warm.ema.parameters()):
+        assert torch.equal(a, b)

@@ -59,15 +59,17 @@ class GaussianPrior(Prior):
         self.data_std = float(cov.diagonal().mean().sqrt())
 
     def network_output(self, z_t: Tensor, t: Tensor) -> Tensor:
-        alpha = self.schedule.alpha(t).to(z_t.device)
-        sigma2 = (1.0 - self.schedule.alpha_bar(t)).to(z_t.device)
-        m = self.mean.flatten()
-        S = self.cov
+        m, S = self.mean.flatten(), self.cov
         eye = torch.eye(S.shape[0], dtype=torch.float64, device=z_t.device)
-        # (B, D, D): α_t² S + σ_t² I per batch element.
-        A = alpha[:, None, None] ** 2 * S + sigma2[:, None, None] * eye
-        r = z_t.to(torch.float64).flatten(1) - alpha[:, None] * m
-        x0 = m + alpha[:, None] * (S @ torch.linalg.solve(A, r.unsqueeze(-1))).squeeze(-1)
+        r = z_t.to(torch.float64).flatten(1)
+        x0 = torch.empty_like(r)
+        # One solve per distinct t with all its samples as right-hand sides: cheaper than a (B, D, D) batch, and
+        # batched LU solves fail with more than one thread on some MKL builds (torch 2.14.1 CPU, seen 2026-12-03).
+        for tv in torch.unique(t).tolist():
+            rows = t == tv
+            alpha = float(self.schedule.alpha(int(tv)))
+            A = alpha**2 * S + (1.0 - alpha**2) * eye                       # α_t² S + σ_t² I
+            x0[rows] = m + alpha * (S @ torch.linalg.solve(A, (r[rows] - alpha * m).T)).T
         return x0.reshape(z_t.shape).to(z_t.dtype)
 
     def posterior(self, y: Tensor, keep_mask: Tensor, sigma_y: float) -> tuple[Tensor, Tensor]:

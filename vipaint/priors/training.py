@@ -97,6 +97,9 @@ class PriorTrainingModule(pl.LightningModule):
         autoencoder: a diffusers ``AutoencoderKL`` folder (``vipaint.priors.autoencoder``): the UNet then learns
             the latents s·E(x) (the encoder's mean, scaled to unit variance by its ``scaling_factor``) and
             ``image_size``/``channels`` are the latent's; None trains on pixels.
+        init_from: initial weights (network and EMA) from a weights folder: a pixel prior's diffusers folder, or a
+            latent prior's (its ``unet/``), e.g. ``weights/cifar10-ldm``, to train a shipped prior on without its
+            checkpoint. The folder's UNet must have this config's architecture. None: random initial weights.
         export_dir: where the EMA weights go at the end of fit; None: the run's own folder
             (``<log_dir>/export``). Shipped folders under ``weights/`` are written only by
             ``python -m vipaint.priors.publish``. export_dtype: "float32" or "float16".
@@ -106,7 +109,8 @@ class PriorTrainingModule(pl.LightningModule):
                  layers_per_block: int = 2, attention_levels: list[int] = [1], lr: float = 2e-4,
                  warmup_steps: int = 500, min_lr_ratio: float = 1.0, ema_decay: float = 0.999,
                  high_t_fraction: float = 0.0, high_t_start: int = 500, sample_every_val: int = 16,
-                 autoencoder: str | None = None, export_dir: str | None = None, export_dtype: str = "float32"):
+                 autoencoder: str | None = None, init_from: str | None = None, export_dir: str | None = None,
+                 export_dtype: str = "float32"):
         super().__init__()
         from diffusers import DDPMScheduler
 
@@ -117,11 +121,30 @@ class PriorTrainingModule(pl.LightningModule):
             raise ValueError(f"export_dtype must be 'float32' or 'float16', got {export_dtype!r}")
         self.save_hyperparameters()
         self.unet = build_unet(image_size, channels, block_out_channels, layers_per_block, attention_levels)
+        if init_from:
+            self._warm_start(init_from)
         self.ema = copy.deepcopy(self.unet).requires_grad_(False)
         self.scheduler = DDPMScheduler(num_train_timesteps=1000, beta_schedule="linear")
         self.register_buffer("alphas_cumprod", self.scheduler.alphas_cumprod.float(), persistent=False)
         self.register_buffer("ema_updates", torch.zeros((), dtype=torch.long))
         self.vae = self._load_autoencoder(autoencoder, image_size, channels) if autoencoder else None
+
+    def _warm_start(self, folder: str) -> None:
+        """Copy the UNet weights of a weights folder (flat, or in ``unet/``) into ``self.unet``, in float32."""
+        from diffusers import UNet2DModel
+
+        root = Path(folder)
+        sub = "unet" if (root / "unet" / "config.json").is_file() else None
+        if not (root / (sub or "") / "config.json").is_file():
+            raise FileNotFoundError(f"init_from: {folder} holds no UNet (config.json at its top or in unet/); pass a "
+                                    "weights folder such as weights/cifar10-ldm")
+        src = UNet2DModel.from_pretrained(str(root), subfolder=sub, torch_dtype=torch.float32, low_cpu_mem_usage=False)
+        mine, theirs = self.unet.state_dict(), src.state_dict()
+        if mine.keys() != theirs.keys() or any(mine[k].shape != theirs[k].shape for k in mine):
+            raise ValueError(f"init_from: the UNet in {folder} has another architecture than this config "
+                             f"(block_out_channels {list(src.config.block_out_channels)}, layers_per_block "
+                             f"{src.config.layers_per_block}); set the same sizes as its config.json")
+        self.unet.load_state_dict(theirs)
 
     @staticmethod
     def _load_autoencoder(path: str, image_size: int, channels: int):
