@@ -15,6 +15,8 @@
    first ``--n`` test images, with two floors: ``--n`` training images against the same test images (real data),
    and, for latent priors, the autoencoder's reconstructions of those test images (the best its decoder allows).
 5. A grid of 64 samples and the nearest training image (pixel L2, among ``--n-fit``) of 8 of them.
+6. Float16 storage (``float16_check``): x̂_0 and one VIPaint fill with the UNet's weights rounded to float16, against
+   the prior as loaded (meaningful on a float32 export; ``--fp16-check-only`` runs just this).
 Prints a table and writes ``<out>.json``, ``<out>_samples.png``, ``<out>_neighbours.png``.
 """
 from __future__ import annotations
@@ -45,6 +47,31 @@ def decode(prior, z: torch.Tensor, batch: int = 250) -> torch.Tensor:
     return torch.cat([prior.decode(z[i:i + batch]).clamp(-1, 1) for i in range(0, len(z), batch)])
 
 
+@torch.no_grad()
+def float16_check(prior, x: torch.Tensor, keep: torch.Tensor) -> dict:
+    """Does storing the UNet in float16 change results? The prior against a copy whose UNet weights are rounded to
+    float16 (and computed in float32, as loaded): max |Δx̂_0| on ``x`` noised to t = 100 and 500 (fixed noise), and
+    max |Δ| of one VIPaint fill (defaults, seeded) of ``x[:1]`` under ``keep[:1]``. Zero where the weights already
+    are float16 values (a shipped float16 folder): run it on the float32 export."""
+    import copy
+
+    from vipaint.jobs.api import Inpainter
+
+    rounded = copy.deepcopy(prior)
+    for p in rounded.unet.parameters():
+        p.copy_(p.half().float())
+    out = {"weights_max_abs_change": max(float((a - b).abs().max()) for a, b in
+                                         zip(prior.unet.parameters(), rounded.unet.parameters()))}
+    z0 = prior.encode(x)
+    for t in (100, 500):
+        ab = prior.schedule.alpha_bar(t).float()
+        z = ab.sqrt() * z0 + (1 - ab).sqrt() * torch.randn(z0.shape, generator=torch.Generator().manual_seed(t))
+        out[f"x0_hat_max_abs_diff_t{t}"] = float((prior.x0_hat(z, t) - rounded.x0_hat(z, t)).abs().max())
+    fills = [Inpainter(p, init="hand")(x[:1], keep[:1], torch.Generator().manual_seed(0)).samples for p in (prior, rounded)]
+    out["fill_max_abs_diff"] = float((fills[0] - fills[1]).abs().max())
+    return out
+
+
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--prior", default="vipaint-cifar10-latent", help="shipped name or folder")
@@ -54,6 +81,7 @@ def main(argv=None) -> None:
     ap.add_argument("--eps-n", type=int, default=256, help="test images for the ε-MSE and linear comparison")
     ap.add_argument("--steps", type=int, default=50, help="DDIM steps of the samples")
     ap.add_argument("--out", default=str(RESULTS / "prior_cifar10_latent"))
+    ap.add_argument("--fp16-check-only", action="store_true", help="only the float16 check (module docstring, 6.)")
     args = ap.parse_args(argv)
     torch.manual_seed(0)
     t0 = time.perf_counter()
@@ -69,6 +97,13 @@ def main(argv=None) -> None:
                                  "lpips_vgg": float(lpips_distance(recon, test).mean()), "images": len(test)}
         space_test, space_fit = encode(prior, test[:args.eps_n]), encode(prior, train)
         report["latent_std_test"] = float(space_test.std())
+    from bench.compare import masks_for
+
+    report["float16"] = float16_check(prior, test[:64], masks_for("box50", 1, test.shape[-1], 0))
+    print("float16 weights:", report["float16"])
+    if args.fp16_check_only:
+        write_json(f"{args.out}_fp16.json", report)
+        return
     report["heldout_eps_mse"] = heldout_eps_mse(prior, space_test, TS_EPS, 250, torch.device("cpu"))
     report["linear_denoiser"] = linear_denoiser_gain(prior, space_fit, space_test, TS_LINEAR)
     samples = ddim_samples(prior, args.n, args.steps, torch.device("cpu"))
