@@ -15,12 +15,11 @@ import torch
 from torch import Tensor
 
 from vipaint.bound import evaluate_bound
-from vipaint.jobs.hparams import save_plain_hyperparameters
+from vipaint.training.common import export_at_fit_end, save_plain_hyperparameters
 from vipaint.likelihood import make_likelihood
 from vipaint.operators import OperatorConfig, make_operator
 from vipaint.pipeline import VIPaintConfig, resolve_keypoints
 from vipaint.prior import Prior
-from vipaint.priors.training import export_at_fit_end
 
 from .encoder import AmortizedEncoder, AmortizedInit, predict_posterior
 
@@ -50,7 +49,7 @@ class AmortizedModule(pl.LightningModule):
         super().__init__()
         save_plain_hyperparameters(self, ignore=["prior"])  # readable hparams.yaml
         if prior is None:
-            from vipaint.priors.shipped import load_prior
+            from vipaint.priors.external import load_prior
 
             prior = load_prior()
         self.prior = prior.freeze()

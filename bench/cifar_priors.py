@@ -31,7 +31,7 @@ from bench.report import RESULTS, header, write_json
 from vipaint.evaluation.denoiser import linear_denoiser_gain
 from vipaint.evaluation.kid import FEATURE_LAYER, kid, vgg_features
 from vipaint.evaluation.metrics import lpips_distance, psnr
-from vipaint.priors.shipped import load_prior
+from vipaint.priors.external import load_prior
 
 TS_EPS = [50, 200, 400, 550, 800]
 TS_LINEAR = [100, 300, 500]

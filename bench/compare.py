@@ -39,7 +39,7 @@ from vipaint.evaluation.scoring import score_inpainting
 from vipaint.jobs.api import Inpainter
 from vipaint.operators import OperatorConfig
 from vipaint.pipeline import VIPaintConfig
-from vipaint.priors.shipped import load_prior
+from vipaint.priors.external import load_prior
 from vipaint.schedule import DEFAULT_KEYPOINTS
 
 DEFAULT_MASKS = {"mnist": "half,box50,strokes,pixels90", "cifar10": "box50,random_boxes,half,strokes",

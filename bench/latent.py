@@ -26,7 +26,7 @@ from vipaint.jobs.api import Inpainter
 from vipaint.likelihood import make_likelihood
 from vipaint.operators import OperatorConfig, make_operator
 from vipaint.pipeline import VIPaintConfig, hand_made_posterior, vipaint
-from vipaint.priors.shipped import load_prior
+from vipaint.priors.external import load_prior
 
 BEFORE = ["likelihood.reach=diagonal"]
 #: label -> VIPaintConfig overrides (``section.field=value``), one lever at a time.

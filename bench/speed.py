@@ -33,7 +33,7 @@ from vipaint.jobs.api import Inpainter
 from vipaint.likelihood import LikelihoodConfig
 from vipaint.operators import OperatorConfig
 from vipaint.pipeline import VIPaintConfig
-from vipaint.priors.shipped import load_prior
+from vipaint.priors.external import load_prior
 from vipaint.refine import RefineConfig
 from vipaint.schedule import DEFAULT_KEYPOINTS
 

@@ -6,7 +6,7 @@ import math
 import pytest
 import torch
 
-from vipaint.evaluation.metrics import composite, diversity, lpips_distance, psnr, score_samples, ssim
+from vipaint.evaluation.metrics import composite, lpips_distance, psnr, ssim
 from vipaint.evaluation.perceptual import load_lpips
 
 
@@ -136,29 +136,6 @@ def test_lpips_vgg_default_runs(lpips_dir):
     assert d.shape == (1,) and d.item() > 0
 
 
-# ---------------------------------------------------------------------------------- diversity
-
-def test_diversity_identical_samples_zero(lpips_dir):
-    x = _imgs(b=2)
-    samples = x.unsqueeze(1).repeat(1, 4, 1, 1, 1)
-    d = diversity(samples, net="alex", backbone_path=lpips_dir)
-    torch.testing.assert_close(d, torch.zeros(2), rtol=0, atol=1e-6)
-
-
-def test_diversity_three_samples_by_hand(lpips_dir):
-    s = torch.stack([_imgs(b=2, seed=k) for k in range(3)], dim=1)  # (2, 3, 3, 32, 32)
-    d = diversity(s, net="alex", backbone_path=lpips_dir)
-    kw = dict(net="alex", backbone_path=lpips_dir)
-    by_hand = (lpips_distance(s[:, 0], s[:, 1], **kw) + lpips_distance(s[:, 0], s[:, 2], **kw)
-               + lpips_distance(s[:, 1], s[:, 2], **kw)) / 3
-    torch.testing.assert_close(d, by_hand, rtol=1e-5, atol=1e-6)
-
-
-def test_diversity_needs_two_samples(lpips_dir):
-    with pytest.raises(ValueError, match="at least 2"):
-        diversity(_imgs().unsqueeze(1), net="alex", backbone_path=lpips_dir)
-
-
 # ---------------------------------------------------------------------------------- composite
 
 def test_composite_keeps_observed_pixels():
@@ -179,53 +156,3 @@ def test_composite_keeps_observed_pixels():
 def test_composite_bad_mask():
     with pytest.raises(ValueError):
         composite(_imgs().unsqueeze(1), _imgs(), torch.ones(2, 3, 32, 32))
-
-
-# ------------------------------------------------------------------------------ score_samples
-
-def test_score_samples_keys_shapes(lpips_dir):
-    b, n = 2, 3
-    ref = _imgs(b=b)
-    samples = torch.stack([(ref + 0.2 * (k + 1) * _imgs(b=b, seed=20 + k)).clamp(-1, 1)
-                           for k in range(n)], dim=1)
-    out = score_samples(samples, ref, lpips_net="alex", backbone_path=lpips_dir)
-    assert set(out) == {"lpips_mean", "lpips_best", "psnr_mean", "ssim_mean", "diversity"}
-    for v in out.values():
-        assert v.shape == (b,)
-    assert (out["lpips_best"] <= out["lpips_mean"] + 1e-7).all()
-    # values are the per-sample metrics averaged
-    kw = dict(net="alex", backbone_path=lpips_dir)
-    per = torch.stack([lpips_distance(samples[:, k], ref, **kw) for k in range(n)], dim=1)
-    torch.testing.assert_close(out["lpips_mean"], per.mean(1), rtol=1e-5, atol=1e-6)
-    torch.testing.assert_close(out["lpips_best"], per.min(1).values, rtol=1e-5, atol=1e-6)
-    want_psnr = torch.stack([psnr(samples[:, k], ref) for k in range(n)], dim=1).mean(1)
-    torch.testing.assert_close(out["psnr_mean"], want_psnr)
-
-
-def test_score_samples_single_sample_has_no_diversity(lpips_dir):
-    ref = _imgs(b=1)
-    out = score_samples(_imgs(b=1, seed=7).unsqueeze(1), ref, lpips_net="alex",
-                        backbone_path=lpips_dir)
-    assert "diversity" not in out
-    torch.testing.assert_close(out["lpips_best"], out["lpips_mean"])
-
-
-def test_score_samples_composited(lpips_dir):
-    ref = _imgs(b=2)
-    samples = torch.stack([_imgs(b=2, seed=30 + k) for k in range(2)], dim=1)
-    keep = torch.zeros(2, 1, 32, 32)
-    keep[..., :16, :] = 1
-    kw = dict(lpips_net="alex", backbone_path=lpips_dir)
-    raw = score_samples(samples, ref, keep, **kw)
-    comp = score_samples(samples, ref, keep, composited=True, **kw)
-    assert (comp["psnr_mean"] > raw["psnr_mean"]).all()  # half the error removed
-    # composited = scoring the composite explicitly
-    explicit = score_samples(composite(samples, ref, keep), ref, **kw)
-    for k in comp:
-        torch.testing.assert_close(comp[k], explicit[k])
-    # a full keep-mask reproduces ref exactly
-    full = score_samples(samples, ref, torch.ones(2, 1, 32, 32), composited=True, **kw)
-    torch.testing.assert_close(full["lpips_mean"], torch.zeros(2), rtol=0, atol=1e-6)
-    torch.testing.assert_close(full["ssim_mean"], torch.ones(2), rtol=0, atol=1e-5)
-    with pytest.raises(ValueError, match="keep_mask"):
-        score_samples(samples, ref, composited=True, **kw)

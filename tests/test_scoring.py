@@ -5,7 +5,8 @@ import math
 
 import torch
 
-from vipaint.evaluation.scoring import lpips_ready, score_inpainting
+from vipaint.evaluation.perceptual import lpips_ready
+from vipaint.evaluation.scoring import score_inpainting
 
 
 def case(B=2, N=3, H=16):

@@ -12,7 +12,8 @@ import torch
 from bench.prior_quality import load_images
 from datamodules.cifar10 import bench_images
 from vipaint.evaluation.denoiser import linear_denoiser_gain
-from vipaint.priors.shipped import SHIPPED_PRIORS, load_prior
+from vipaint.priors.external import load_prior
+from vipaint.priors.shipped import SHIPPED_PRIORS
 
 #: name -> {t: least gain in dB}: the measured gains less a margin (latent prior, 2026-12-03: +0.74 / +0.31 / -0.01 dB
 #: at t = 100 / 300 / 500; the aim of +0.1 dB at t = 500 is not reached by the shipped latent prior yet).

@@ -49,3 +49,15 @@ def test_shipped_prior_denoises_held_out_digits():
     print(f"t=200: x̂_0 MSE {mse_prior:.4f}, mean-digit MSE {mse_mean_digit:.4f}")
     # Margin: a trained prior is >= 5x closer than the mean digit (measured in the card); noise alone is not.
     assert mse_prior < 0.2 * mse_mean_digit
+
+
+def test_a_registered_prior_not_in_the_checkout_says_so(tmp_path, monkeypatch):
+    """A name in the registry whose folder holds no weights fails in one sentence naming the folder and the recipe."""
+    import pytest
+
+    from vipaint.priors import shipped
+    from vipaint.priors.external import PriorLoadError, load_prior
+
+    monkeypatch.setitem(shipped.SHIPPED_PRIORS, "vipaint-cifar10", tmp_path / "cifar10-ddpm")
+    with pytest.raises(PriorLoadError, match="not shipped yet.*configs/prior_cifar10.yaml"):
+        load_prior("vipaint-cifar10")

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from vipaint.priors.training import PriorTrainingModule, sample_timesteps
+from vipaint.training.prior import PriorTrainingModule, sample_timesteps
 
 ROOT_CONFIG = "configs/prior_mnist.yaml"
 TINY = ["--model.init_args.block_out_channels", "[8, 16, 16]", "--model.init_args.sample_every_val", "4",
@@ -105,7 +105,8 @@ def test_warm_start_from_a_weights_folder(tmp_path):
 
 def test_warm_start_from_the_shipped_latent_prior():
     """A latent prior's folder (unet/ beside vae/, float16): the continuation of the shipped CIFAR-10 prior."""
-    from vipaint.priors.shipped import SHIPPED_PRIORS, load_prior
+    from vipaint.priors.external import load_prior
+    from vipaint.priors.shipped import SHIPPED_PRIORS
 
     warm = PriorTrainingModule(image_size=8, channels=4, block_out_channels=[64, 128, 128], layers_per_block=1,
                                attention_levels=[1, 2], init_from=str(SHIPPED_PRIORS["vipaint-cifar10-latent"]))

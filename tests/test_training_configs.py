@@ -91,7 +91,7 @@ def test_every_training_config_leaves_weights_untouched(tmp_path, monkeypatch, f
 
 def test_autoencoder_and_latent_prior_train_export_resume_and_load(tmp_path, monkeypatch, fake_cifar):
     from vipaint.priors.external import LatentPrior
-    from vipaint.priors.shipped import load_prior
+    from vipaint.priors.external import load_prior
 
     monkeypatch.chdir(tmp_path)
     ae_args = ["fit", "--config", str(CONFIGS / "autoencoder_cifar10.yaml"), *FAST, *TINY_AE]

@@ -208,13 +208,16 @@ class GaussianLikelihood(_Likelihood):
 
 
 class L1LpipsReconstruction(_Likelihood):
-    def __init__(self, operator: Operator, lpips_model: Callable | None, l1_weight: float = 100 / (2 * 0.566**2),
+    """``lpips``: the masked LPIPS ``(a, b, keep_mask) -> (N,)`` (``evaluation.perceptual.masked_lpips`` bound to a
+    model, which also upsamples small images), or None for the L1 term alone."""
+
+    def __init__(self, operator: Operator, lpips: Callable | None, l1_weight: float = 100 / (2 * 0.566**2),
                  lpips_weight: float = 100.0):
         if not isinstance(operator, Inpainting):
             raise ValueError("the L1+LPIPS reconstruction (likelihood kind 'l1_lpips') is defined for inpainting only; "
                              "use kind 'gaussian' for blur and super-resolution")
         self.operator = operator
-        self.lpips_model = lpips_model
+        self.lpips = lpips
         self.l1_weight = l1_weight
         self.lpips_weight = lpips_weight
 
@@ -223,23 +226,18 @@ class L1LpipsReconstruction(_Likelihood):
         y, op = self._matched(y, x)
         m = op.valid(x).expand_as(x)
         l1 = self.l1_weight * (m * (y - x)).abs().flatten(1).mean(1)
-        if self.lpips_model is None or self.lpips_weight == 0:
+        if self.lpips is None or self.lpips_weight == 0:
             return -l1
-        a, b = m * y, m * x
-        if min(a.shape[-2:]) < 32:
-            # AlexNet/VGG pool the image down 16-32x; smaller inputs would vanish, so upsample first.
-            size = [max(32, s) for s in a.shape[-2:]]
-            a = torch.nn.functional.interpolate(a, size=size, mode="bilinear", align_corners=False)
-            b = torch.nn.functional.interpolate(b, size=size, mode="bilinear", align_corners=False)
-        lp = self.lpips_model(a, b, normalize=False).flatten(1).mean(1)
+        lp = self.lpips(y, x, op.valid(x)[:, :1])
         return -(l1 + self.lpips_weight * lp)
 
 
-def make_likelihood(config: LikelihoodConfig, operator: Operator, prior: Prior, lpips_model: Callable | None = None):
-    """The likelihood ``config`` describes for one batch's operator (``lpips_model``: the authors' loss only)."""
+def make_likelihood(config: LikelihoodConfig, operator: Operator, prior: Prior, lpips: Callable | None = None):
+    """The likelihood ``config`` describes for one batch's operator (``lpips``: the masked LPIPS of the authors'
+    loss, ``L1LpipsReconstruction``)."""
     if config.kind == "gaussian":
         return GaussianLikelihood(operator, prior, config.marginalize_denoiser, config.cg_steps, config.reach,
                                   config.sigma_y)
     if config.kind == "l1_lpips":
-        return L1LpipsReconstruction(operator, lpips_model)
+        return L1LpipsReconstruction(operator, lpips)
     raise ValueError(f"unknown likelihood {config.kind!r}; expected one of {KINDS}")

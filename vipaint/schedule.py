@@ -26,8 +26,6 @@ and cast to the caller's dtype at the last moment.
 """
 from __future__ import annotations
 
-import math
-
 import torch
 from torch import Tensor
 
@@ -172,8 +170,3 @@ def tweedie_scale(alpha_bar_t: Tensor) -> Tensor:
     r"""σ_t² / α_t: Tweedie's E[x_0 | z_t] = (z_t + σ_t² ∇ log p(z_t)) / α_t puts this factor on a score,
     and Cov[x_0 | z_t] = σ_t²/α_t · ∂E[x_0 | z_t]/∂z_t (its second-order form)."""
     return (1.0 - alpha_bar_t) / alpha_bar_t.sqrt()
-
-
-def log_normal(x: Tensor, mean: Tensor, var: Tensor) -> Tensor:
-    """Elementwise log N(x; mean, var)."""
-    return -0.5 * ((x - mean) ** 2 / var + torch.log(2 * math.pi * var))

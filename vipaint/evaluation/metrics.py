@@ -1,4 +1,4 @@
-"""Image-quality metrics for inpainting results: PSNR, SSIM, LPIPS, sample diversity.
+"""Image-quality metrics for inpainting results: PSNR, SSIM, LPIPS, and compositing.
 
 All images are float tensors ``(B, C, H, W)`` in ``[-1, 1]``; posterior samples are
 ``(B, N, C, H, W)`` (N samples per image); ``keep_mask`` is ``(B, 1, H, W)`` with
@@ -19,8 +19,6 @@ metric                                   conversion of [-1, 1] inputs       form
                                                                             border cropped)
 ``lpips_distance``                       none: lpips expects [-1, 1]        ``lpips.LPIPS`` with
                                                                             ``normalize=False``
-``diversity``                            none (as ``lpips_distance``)       mean LPIPS over the
-                                                                            N(N-1)/2 unordered pairs
 =======================================  =================================  ===========================
 
 PSNR note: the VIPaint authors compute ``10 log10(1 / MSE)`` directly on ``[-1, 1]`` images,
@@ -28,9 +26,8 @@ i.e. with a peak of 1 instead of the true data range 2, which reports values
 ``10 log10(4) = 6.0206`` dB *lower* than the standard definition. The default here is the
 standard one; pass ``authors_convention=True`` to reproduce the authors' numbers.
 
-:func:`score_samples` scores the raw samples by default (as the VIPaint authors evaluate);
-``composited=True`` first pastes the observed pixels of ``ref`` into every sample
-(:func:`composite`), which usually improves the scores (PSNR can only go up).
+:func:`composite` pastes the observed pixels back into samples; the benchmarks' one scoring function, built on
+these, is ``vipaint.evaluation.scoring.score_inpainting`` (its sample diversity is an RMS in the hole).
 """
 
 from __future__ import annotations
@@ -46,9 +43,7 @@ __all__ = [
     "psnr",
     "ssim",
     "lpips_distance",
-    "diversity",
     "composite",
-    "score_samples",
     "SSIM_KERNEL_SIZE",
     "SSIM_SIGMA",
 ]
@@ -142,27 +137,6 @@ def lpips_distance(
     return torch.cat(outs) if outs else x.new_zeros(0)
 
 
-def diversity(
-    samples: Tensor,
-    net: str = "vgg",
-    backbone_path: str | os.PathLike | None = None,
-) -> Tensor:
-    """Mean pairwise LPIPS between the N samples of each image, shape (B,).
-
-    ``samples`` is (B, N, C, H, W) in [-1, 1], N >= 2; the mean runs over all N(N-1)/2
-    unordered pairs (i < j). Identical samples give 0.
-    """
-    _check_samples(samples, "diversity")
-    b, n = samples.shape[:2]
-    if n < 2:
-        raise ValueError(f"diversity needs at least 2 samples per image, got N={n}")
-    i, j = torch.triu_indices(n, n, offset=1, device=samples.device)
-    p = i.numel()
-    a = samples[:, i].reshape(b * p, *samples.shape[2:])
-    c = samples[:, j].reshape(b * p, *samples.shape[2:])
-    return lpips_distance(a, c, net=net, backbone_path=backbone_path).reshape(b, p).mean(dim=1)
-
-
 def composite(samples: Tensor, y_or_x: Tensor, keep_mask: Tensor) -> Tensor:
     """``keep_mask * y_or_x + (1 - keep_mask) * samples``: paste the observed pixels back.
 
@@ -187,53 +161,3 @@ def composite(samples: Tensor, y_or_x: Tensor, keep_mask: Tensor) -> Tensor:
     if samples.dim() == 5:
         m, y = m.unsqueeze(1), y.unsqueeze(1)
     return m * y + (1 - m) * samples
-
-
-@torch.no_grad()
-def score_samples(
-    samples: Tensor,
-    ref: Tensor,
-    keep_mask: Tensor | None = None,
-    composited: bool = False,
-    lpips_net: str = "vgg",
-    backbone_path: str | os.PathLike | None = None,
-) -> dict[str, Tensor]:
-    """Score N posterior samples per image against the ground truth ``ref``.
-
-    ``samples`` (B, N, C, H, W), ``ref`` (B, C, H, W), both in [-1, 1]. Returns a dict of
-    (B,) tensors:
-
-    - ``lpips_mean``: LPIPS to ``ref`` averaged over the N samples;
-    - ``lpips_best``: the smallest LPIPS of the N samples (best-of-N);
-    - ``psnr_mean``: standard PSNR (data range 2) averaged over samples;
-    - ``ssim_mean``: SSIM averaged over samples;
-    - ``diversity``: mean pairwise LPIPS between the samples (only when N >= 2).
-
-    By default the raw samples are scored (as the VIPaint authors do). With
-    ``composited=True`` the observed pixels of ``ref`` (``keep_mask``, required) are first
-    pasted into every sample; diversity is then also measured on the composited samples.
-    """
-    _check_samples(samples, "score_samples")
-    b, n = samples.shape[:2]
-    if ref.dim() != 4 or ref.shape != samples.shape[:1] + samples.shape[2:]:
-        raise ValueError(f"score_samples: ref must be (B, C, H, W) = "
-                         f"{tuple(samples.shape[:1] + samples.shape[2:])}, got {tuple(ref.shape)}")
-    if n < 1:
-        raise ValueError("score_samples needs at least one sample per image")
-    if composited:
-        if keep_mask is None:
-            raise ValueError("score_samples(composited=True) needs keep_mask")
-        samples = composite(samples, ref, keep_mask)
-    flat = samples.reshape(b * n, *samples.shape[2:])
-    refs = ref.unsqueeze(1).expand_as(samples).reshape(b * n, *ref.shape[1:])
-    lp = lpips_distance(flat, refs, net=lpips_net, backbone_path=backbone_path).reshape(b, n)
-    out = {
-        "lpips_mean": lp.mean(dim=1),
-        "lpips_best": lp.min(dim=1).values,
-        "psnr_mean": psnr(flat, refs).reshape(b, n).mean(dim=1),
-        "ssim_mean": ssim(flat, refs).reshape(b, n).mean(dim=1),
-    }
-    if n >= 2:
-        out["diversity"] = diversity(samples, net=lpips_net, backbone_path=backbone_path)
-    return out
-

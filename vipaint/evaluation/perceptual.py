@@ -26,7 +26,11 @@ from safetensors.torch import load_file
 
 from .. import resources
 
-__all__ = ["load_lpips", "masked_lpips", "clear_lpips_cache"]
+__all__ = ["load_lpips", "masked_lpips", "lpips_ready", "LPIPS_MIN_SIZE"]
+
+#: The shortest side LPIPS is computed at: its backbones pool by 16-32x, so a 28x28 or 32x32 image would reach the
+#: deepest layers as 1-2 cells; smaller images are upsampled first (bilinear), for scoring and for the loss alike.
+LPIPS_MIN_SIZE = 64
 
 _ENV = resources.RESOURCES["lpips"].env
 
@@ -152,10 +156,15 @@ def load_lpips(
     return model
 
 
-def clear_lpips_cache() -> None:
-    """Drop all cached LPIPS models (e.g. to free GPU memory)."""
-    with _CACHE_LOCK:
-        _CACHE.clear()
+def lpips_ready(x: torch.Tensor) -> torch.Tensor:
+    """(M, C, H, W) -> 3 channels (grey replicated), at least ``LPIPS_MIN_SIZE`` pixels on the short side."""
+    if x.shape[1] == 1:
+        x = x.expand(-1, 3, -1, -1)
+    short = min(x.shape[-2:])
+    if short < LPIPS_MIN_SIZE:
+        size = [round(s * LPIPS_MIN_SIZE / short) for s in x.shape[-2:]]
+        x = torch.nn.functional.interpolate(x, size=size, mode="bilinear", align_corners=False)
+    return x
 
 
 def masked_lpips(
@@ -165,13 +174,14 @@ def masked_lpips(
 
     Inputs are images in [-1, 1] (B, C, H, W), which is what lpips expects with
     ``normalize=False``; ``keep_mask`` is (B, 1, H, W) with 1 = observed, so only the observed
-    region is compared (missing pixels become 0 = grey in both). ``None`` means no mask.
+    region is compared (missing pixels become 0 = grey in both). ``None`` means no mask. The masked
+    images go through ``lpips_ready`` (grey to 3 channels, upsampled to ``LPIPS_MIN_SIZE``).
     """
     if a.dim() != 4 or a.shape != b.shape:
         raise ValueError(f"masked_lpips expects a, b of equal shape (B, C, H, W); got "
                          f"{tuple(a.shape)} and {tuple(b.shape)}")
-    if a.shape[1] != 3:
-        raise ValueError(f"LPIPS needs 3-channel images, got C={a.shape[1]}")
+    if a.shape[1] not in (1, 3):
+        raise ValueError(f"LPIPS needs grey or RGB images, got C={a.shape[1]}")
     if keep_mask is not None:
         if keep_mask.dim() != 4 or keep_mask.shape[1] != 1 or keep_mask.shape[2:] != a.shape[2:] \
                 or keep_mask.shape[0] not in (1, a.shape[0]):
@@ -179,4 +189,4 @@ def masked_lpips(
                              f"got {tuple(keep_mask.shape)}")
         keep_mask = keep_mask.to(dtype=a.dtype)
         a, b = keep_mask * a, keep_mask * b
-    return model(a, b, normalize=False).reshape(a.shape[0])
+    return model(lpips_ready(a), lpips_ready(b), normalize=False).reshape(a.shape[0])

@@ -27,26 +27,14 @@ import os
 from typing import Callable
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from .metrics import SSIM_KERNEL_SIZE, SSIM_SIGMA, composite, lpips_distance
+from .perceptual import lpips_ready
 
-__all__ = ["score_inpainting", "lpips_ready", "LPIPS_MIN_SIZE"]
+__all__ = ["score_inpainting"]
 
-LPIPS_MIN_SIZE = 64
 SATURATED = 0.98   # |x| at or above this counts as at the clamp
-
-
-def lpips_ready(x: Tensor) -> Tensor:
-    """(M, C, H, W) -> 3 channels, at least ``LPIPS_MIN_SIZE`` pixels on the short side (bilinear)."""
-    if x.shape[1] == 1:
-        x = x.expand(-1, 3, -1, -1)
-    short = min(x.shape[-2:])
-    if short < LPIPS_MIN_SIZE:
-        size = [round(s * LPIPS_MIN_SIZE / short) for s in x.shape[-2:]]
-        x = F.interpolate(x, size=size, mode="bilinear", align_corners=False)
-    return x
 
 
 def _ssim_map(a: Tensor, b: Tensor) -> Tensor:

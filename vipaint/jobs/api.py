@@ -25,7 +25,8 @@ from ..likelihood import make_likelihood
 from ..operators import OperatorConfig, make_operator
 from ..pipeline import VIPaintConfig, resolve_keypoints, tuned_for, vipaint
 from ..prior import Prior
-from ..priors.shipped import DEFAULT_PRIOR, load_prior
+from ..priors.external import load_prior
+from ..priors.shipped import DEFAULT_PRIOR
 
 __all__ = ["Inpainter", "Restoration", "inpaint", "METHODS"]
 
@@ -59,7 +60,7 @@ class Inpainter:
     """A prior and every setting, resolved once; call it on batches: ``inpainter(x, keep_mask, generator)``.
 
     Args:
-        prior: a ``Prior``, or a shipped name / local diffusers folder / hub id (``priors.shipped.load_prior``).
+        prior: a ``Prior``, or a shipped name / local diffusers folder / hub id (``priors.external.load_prior``).
         method: "vipaint" or a baseline in the same harness (``baselines.BASELINES``).
         vipaint: VIPaint's settings (``pipeline.VIPaintConfig``); settings left None take the prior's tuned values.
         baselines: each baseline's settings (only ``method``'s is used).
@@ -159,14 +160,17 @@ class Inpainter:
                 return "its mask observes every pixel: nothing to inpaint (black = missing)"
         return None
 
-    def _lpips_model(self, device):
+    def _lpips_fn(self, device):
+        """The masked LPIPS of the authors' loss (likelihood kind "l1_lpips"), the model loaded once; else None."""
         lik = self.config.likelihood
         if lik.kind != "l1_lpips":
             return None
         if self._lpips is None:
-            from ..evaluation.perceptual import load_lpips
+            from functools import partial
 
-            self._lpips = load_lpips(lik.lpips_net, lik.lpips_backbone, device=device)
+            from ..evaluation.perceptual import load_lpips, masked_lpips
+
+            self._lpips = partial(masked_lpips, load_lpips(lik.lpips_net, lik.lpips_backbone, device=device))
         return self._lpips
 
     def __call__(self, x: Tensor, keep_mask: Tensor | None = None, generator: torch.Generator | None = None,
@@ -184,7 +188,7 @@ class Inpainter:
             samples, nfe_per_sample = fn(self.prior, op, y, self.n_samples, cfg, generator)
             bound, failed, nfe = {}, {}, nfe_per_sample * self.n_samples
         else:
-            lik = make_likelihood(self.config.likelihood, op, self.prior, self._lpips_model(x.device))
+            lik = make_likelihood(self.config.likelihood, op, self.prior, self._lpips_fn(x.device))
             posterior = None
             if self.encoder is not None:
                 from amortized.encoder import AmortizedInit

@@ -21,7 +21,7 @@ from ..pipeline import VIPaintConfig
 from ..prior import Prior
 from . import tensorboard
 from .api import Inpainter
-from .hparams import save_plain_hyperparameters
+from ..training.common import save_plain_hyperparameters
 from .results import OK, SKIPPED, ImageResult
 
 __all__ = ["VIPaintModule"]

@@ -26,9 +26,9 @@ from torch import Tensor
 
 from ..prior import Prior
 from ..schedule import NoiseSchedule
-from .shipped import DEFAULT_PRIOR, SHIPPED_PRIORS, tuned_settings
+from .shipped import DEFAULT_PRIOR, SHIPPED_PRIORS, NotShipped, shipped_folder, tuned_settings
 
-__all__ = ["PixelPrior", "LatentPrior", "PriorLoadError", "tiny_random_unet", "TINY_RANDOM"]
+__all__ = ["PixelPrior", "LatentPrior", "PriorLoadError", "load_prior", "tiny_random_unet", "TINY_RANDOM"]
 
 log = logging.getLogger(__name__)
 TINY_RANDOM = "tiny-random"
@@ -103,11 +103,10 @@ def tiny_random_unet(path: str | os.PathLike, image_size: int = 32, channels: in
 
 def _resolve(pretrained: str) -> str:
     if pretrained in SHIPPED_PRIORS:
-        path = SHIPPED_PRIORS[pretrained]
-        if not ((path / "config.json").is_file() or (path / "unet" / "config.json").is_file()):
-            raise PriorLoadError(f"the shipped prior '{pretrained}' is missing from {path}: the repository checkout is "
-                                 "incomplete (its weights are tracked in git)")
-        return str(path)
+        try:
+            return str(shipped_folder(pretrained))
+        except NotShipped as e:
+            raise PriorLoadError(str(e)) from None
     if pretrained != TINY_RANDOM:
         return pretrained
     cache = Path(os.environ.get("VIPAINT_CACHE", Path.home() / ".cache" / "vipaint"))
@@ -183,7 +182,7 @@ class LatentPrior(_DiffusersPrior):
         pretrained: a shipped name, a folder or a hub id in the ``CompVis/ldm-celebahq-256`` layout.
         autoencoder_subfolder: "vqvae" (VQModel) or "vae" (AutoencoderKL); None tries both.
         data_std: std of the clean latents for r_t²: 1 for latents scaled to unit variance by the autoencoder's
-            ``scaling_factor`` (what the LDM recipe and ``priors.autoencoder`` do), not the pixels' 0.5.
+            ``scaling_factor`` (what the LDM recipe and ``training.autoencoder`` do), not the pixels' 0.5.
         Other arguments as ``PixelPrior``'s.
     """
 
@@ -234,3 +233,11 @@ class LatentPrior(_DiffusersPrior):
 
     def decode(self, z0: Tensor) -> Tensor:
         return self.autoencoder.decode(z0 / self.scaling_factor).sample
+
+
+def load_prior(pretrained: str = DEFAULT_PRIOR, **kwargs) -> Prior:
+    """A ``Prior`` from a shipped name, a local diffusers folder or a hub id: ``LatentPrior`` where the folder
+    holds ``unet/`` beside ``vae/`` or ``vqvae/`` (the hub's latent layout), else ``PixelPrior``."""
+    folder = SHIPPED_PRIORS.get(pretrained, Path(pretrained).expanduser())
+    latent = (folder / "unet").is_dir() and ((folder / "vae").is_dir() or (folder / "vqvae").is_dir())
+    return (LatentPrior if latent else PixelPrior)(pretrained, **kwargs)

@@ -1,6 +1,6 @@
-"""The weights this project trained and ships in ``weights/``, by name, and loading a prior from a name, a
-folder or a hub id: the one registry (the Lightning module, the Python API, the benches and the amortized
-encoder all look here).
+"""The weights this project trained and ships in ``weights/``, by name: the one registry (``external.load_prior``,
+the Python API, the benches and the amortized encoder all look here). Stdlib only: the adapters import it, never
+the other way round.
 
 | name | folder | what |
 |---|---|---|
@@ -16,7 +16,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-__all__ = ["WEIGHTS", "SHIPPED_PRIORS", "SHIPPED_ENCODERS", "DEFAULT_PRIOR", "TUNED_FILE", "load_prior", "tuned_settings"]
+__all__ = ["WEIGHTS", "SHIPPED_PRIORS", "SHIPPED_ENCODERS", "DEFAULT_PRIOR", "RECIPES", "TUNED_FILE", "NotShipped",
+           "shipped_folder", "tuned_settings"]
 
 WEIGHTS = Path(__file__).resolve().parents[2] / "weights"
 SHIPPED_PRIORS: dict[str, Path] = {"vipaint-mnist": WEIGHTS / "mnist-ddpm",
@@ -25,6 +26,10 @@ SHIPPED_PRIORS: dict[str, Path] = {"vipaint-mnist": WEIGHTS / "mnist-ddpm",
 # Shipped prior folder -> the encoder trained on it (`python train.py fit --config configs/amortized_mnist.yaml`).
 SHIPPED_ENCODERS: dict[Path, Path] = {WEIGHTS / "mnist-ddpm": WEIGHTS / "mnist-amortized"}
 DEFAULT_PRIOR = "vipaint-mnist"
+#: The training config each shipped prior comes from (its model card has the full recipe).
+RECIPES: dict[str, str] = {"vipaint-mnist": "configs/prior_mnist.yaml",
+                           "vipaint-cifar10-latent": "configs/prior_cifar10_latent.yaml",
+                           "vipaint-cifar10": "configs/prior_cifar10.yaml"}
 TUNED_FILE = "vipaint.json"
 
 
@@ -40,11 +45,16 @@ def tuned_settings(folder: str | Path | None) -> dict[str, float]:
     return {k: v for k, v in data.items() if not k.startswith("_")}   # "_why" keys document the measurement
 
 
-def load_prior(pretrained: str = DEFAULT_PRIOR, **kwargs):
-    """A ``Prior`` from a shipped name, a local diffusers folder or a hub id: ``LatentPrior`` where the folder
-    holds ``unet/`` beside ``vae/`` or ``vqvae/`` (the hub's latent layout), else ``PixelPrior``."""
-    from .external import LatentPrior, PixelPrior
+class NotShipped(FileNotFoundError):
+    """A registered name whose folder is not in this checkout."""
 
-    folder = SHIPPED_PRIORS.get(pretrained, Path(pretrained).expanduser())
-    latent = (folder / "unet").is_dir() and ((folder / "vae").is_dir() or (folder / "vqvae").is_dir())
-    return (LatentPrior if latent else PixelPrior)(pretrained, **kwargs)
+
+def shipped_folder(name: str) -> Path:
+    """The folder of the shipped prior ``name`` (``SHIPPED_PRIORS``); ``NotShipped`` in one sentence if it is absent."""
+    path = SHIPPED_PRIORS[name]
+    if (path / "config.json").is_file() or (path / "unet" / "config.json").is_file():
+        return path
+    recipe = RECIPES.get(name)
+    how = f"train it with `python train.py fit --config {recipe}` and publish it there" if recipe else "re-clone"
+    raise NotShipped(f"the prior '{name}' is not in this checkout ({path} holds no weights): it is not shipped yet "
+                     f"or the checkout is incomplete; {how}")

@@ -29,6 +29,8 @@ import lightning.pytorch as pl
 import torch
 import torch.nn.functional as F
 
+from .common import export_at_fit_end, warmup_cosine_schedule
+
 __all__ = ["PriorTrainingModule", "build_unet", "export_checkpoint", "sample_timesteps"]
 
 
@@ -55,37 +57,6 @@ def sample_timesteps(n: int, T: int, high_t_fraction: float, high_t_start: int, 
     return t
 
 
-def cosine_warmup(warmup_steps: int, total_steps: int | None, min_lr_ratio: float):
-    """The learning-rate factor of step n: linear warm-up, then a cosine decay to ``min_lr_ratio`` at
-    ``total_steps`` (constant when ``total_steps`` is None or ``min_lr_ratio`` >= 1)."""
-
-    def factor(step: int) -> float:
-        if step < warmup_steps:
-            return (step + 1) / max(1, warmup_steps)
-        if total_steps is None or min_lr_ratio >= 1.0:
-            return 1.0
-        frac = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
-        return min_lr_ratio + (1 - min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * frac))
-
-    return factor
-
-
-def warmup_cosine_schedule(module: pl.LightningModule, optimizer: torch.optim.Optimizer) -> dict:
-    """``configure_optimizers``' return value: ``optimizer`` under ``cosine_warmup`` of the module's
-    ``warmup_steps``/``min_lr_ratio`` hyperparameters, decaying over ``trainer.max_steps`` (constant without it)."""
-    trainer, hp = module.trainer, module.hparams
-    total = trainer.max_steps if trainer and trainer.max_steps and trainer.max_steps > 0 else None
-    sched = torch.optim.lr_scheduler.LambdaLR(optimizer, cosine_warmup(hp.warmup_steps, total, hp.min_lr_ratio))
-    return {"optimizer": optimizer, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
-
-
-def export_at_fit_end(module: pl.LightningModule, what: str) -> None:
-    """``on_fit_end``: rank 0 exports into ``export_dir``, else the run's own ``<log_dir>/export`` (never weights/)."""
-    if module.trainer.is_global_zero:
-        out = module.export(module.hparams.export_dir or Path(module.trainer.log_dir or ".") / "export")
-        print(f"vipaint: {what} exported to {out}")
-
-
 class PriorTrainingModule(pl.LightningModule):
     """Args:
         image_size, channels: data shape. block_out_channels, layers_per_block, attention_levels: UNet size.
@@ -94,7 +65,7 @@ class PriorTrainingModule(pl.LightningModule):
         ema_decay: EMA of the weights, warmed up as min(decay, (1 + n) / (10 + n)) so early EMAs are not stale.
         high_t_fraction, high_t_start: where t is drawn (module docstring).
         sample_every_val: DDIM samples (EMA, 50 steps) logged as an image grid at each validation (0 = off).
-        autoencoder: a diffusers ``AutoencoderKL`` folder (``vipaint.priors.autoencoder``): the UNet then learns
+        autoencoder: a diffusers ``AutoencoderKL`` folder (``vipaint.training.autoencoder``): the UNet then learns
             the latents s·E(x) (the encoder's mean, scaled to unit variance by its ``scaling_factor``) and
             ``image_size``/``channels`` are the latent's; None trains on pixels.
         init_from: initial weights (network and EMA) from a weights folder: a pixel prior's diffusers folder, or a
@@ -273,12 +244,12 @@ def export_checkpoint(ckpt_path: str, out_dir: str, dtype: str | None = None) ->
     return module.export(out_dir)
 
 
-if __name__ == "__main__":  # python -m vipaint.priors.training CKPT OUT_DIR
+if __name__ == "__main__":  # python -m vipaint.training.prior CKPT OUT_DIR
     import sys
 
     if len(sys.argv) != 3:
-        raise SystemExit("usage: python -m vipaint.priors.training CHECKPOINT OUT_DIR  (exports the EMA weights)")
-    # Through the importable module, not __main__: the checkpoint names vipaint.priors.training.PriorTrainingModule.
-    from vipaint.priors.training import export_checkpoint as _export
+        raise SystemExit("usage: python -m vipaint.training.prior CHECKPOINT OUT_DIR  (exports the EMA weights)")
+    # Through the importable module, not __main__: the checkpoint names vipaint.training.prior.PriorTrainingModule.
+    from vipaint.training.prior import export_checkpoint as _export
 
     print(_export(sys.argv[1], sys.argv[2]))

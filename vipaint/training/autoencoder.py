@@ -26,7 +26,7 @@ from pathlib import Path
 import lightning.pytorch as pl
 import torch
 
-from .training import export_at_fit_end, warmup_cosine_schedule
+from .common import export_at_fit_end, warmup_cosine_schedule
 
 __all__ = ["AutoencoderTrainingModule", "build_autoencoder"]
 
@@ -151,11 +151,11 @@ def export_checkpoint(ckpt_path: str, out_dir: str) -> Path:
     return AutoencoderTrainingModule.load_from_checkpoint(ckpt_path, map_location="cpu").export(out_dir)
 
 
-if __name__ == "__main__":  # python -m vipaint.priors.autoencoder CKPT OUT_DIR
+if __name__ == "__main__":  # python -m vipaint.training.autoencoder CKPT OUT_DIR
     import sys
 
     if len(sys.argv) != 3:
-        raise SystemExit("usage: python -m vipaint.priors.autoencoder CHECKPOINT OUT_DIR")
-    from vipaint.priors.autoencoder import export_checkpoint as _export
+        raise SystemExit("usage: python -m vipaint.training.autoencoder CHECKPOINT OUT_DIR")
+    from vipaint.training.autoencoder import export_checkpoint as _export
 
     print(_export(sys.argv[1], sys.argv[2]))
