@@ -199,15 +199,30 @@ def evaluate(args, device, solver: Inpainter, x_all, labels, classify, name: str
     row = {"method": name, "budget": budget, "mask": mask, **{k: float(v.mean()) for k, v in merged.items()},
            "seconds_per_image": seconds / len(x_all), "nfe_per_image": nfe / len(x_all), "failed_images": failed,
            "settings": settings_of(solver)}
-    for key in ("plausibility_mean", "lpips_mean"):   # standard errors over images, for "within noise" judgements
+    for key in ("plausibility_mean", "lpips_mean", "energy_score"):   # standard errors over images
         if key in merged:
             row[key + "_se"] = float(merged[key].std() / len(x_all) ** 0.5)
+    # Per-image values of the headline scores, so that two methods on the same images compare paired (paired_se).
+    row["per_image"] = {k: [round(float(v), 5) for v in merged[k]] for k in PAIRED if k in merged}
     return row
+
+
+#: Scores kept per image in each row (``paired_se``).
+PAIRED = ("plausibility_mean", "lpips_mean", "energy_score", "psnr_hole")
+
+
+def paired_se(a: dict, b: dict, key: str) -> tuple[float, float]:
+    """(mean of a − b, its standard error) over the images two rows share, paired image by image."""
+    d = torch.tensor(a["per_image"][key]) - torch.tensor(b["per_image"][key])
+    return float(d.mean()), float(d.std() / len(d) ** 0.5)
+
+
 
 
 COLUMNS = [("plausibility_mean", "plaus.", 3), ("plausibility_best", "plaus. best", 3), ("psnr_hole", "PSNR hole", 2),
            ("ssim_hole", "SSIM hole", 3), ("lpips_mean", "LPIPS", 3), ("lpips_best", "LPIPS best", 3),
-           ("diversity_hole", "diversity", 3), ("consistency_rms", "obs. RMS", 4), ("saturated_hole", "saturated", 3),
+           ("diversity_hole", "diversity", 3), ("energy_score", "energy score", 4), ("coverage_50", "cover. 50%", 2),
+           ("coverage_90", "cover. 90%", 2), ("consistency_rms", "obs. RMS", 4), ("saturated_hole", "saturated", 3),
            ("seconds_per_image", "s / image", 2), ("nfe_per_image", "NFE / image", 0)]
 
 

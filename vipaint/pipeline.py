@@ -172,15 +172,14 @@ def vipaint(prior: Prior, operator: Operator, likelihood, y: Tensor, n_samples: 
     ``likelihood`` is built by the caller (``make_likelihood(config.likelihood, ...)``: it holds the batch's
     operator). ``posterior``: parameters to start from (an ``Initialiser``'s output, e.g. the amortized
     encoder's); by default ``hand_made_posterior`` at the config's keypoints. ``config.fit.n_iter = 0`` skips
-    the fit. Tunable settings left None (``TUNABLE``) take their fallback values: ``tuned_for`` fills in a
-    prior's own beforehand.
+    the fit. Tunable settings left None (``TUNABLE``) read as their fallbacks (``RefineConfig.zeta``):
+    ``tuned_for`` fills in a prior's own beforehand (``Inpainter`` does, once).
     ``callback``/``on_step``: see ``fit.fit``; ``on_refine_step(j, n)``: after each refinement step;
     ``refine_trace``: ``refine.refine``'s ``trace``.
     ``timings``: a dict that receives the wall seconds of each stage (init, fit, bound, chain, refine).
     """
     stages = _Stages(timings, y.device)
     B = y.shape[0]
-    config = tuned_for(config, {})
     if posterior is None:
         posterior = hand_made_posterior(prior, operator, y, resolve_keypoints(prior, config), config, generator)
     stages.mark("init")

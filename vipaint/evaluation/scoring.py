@@ -17,6 +17,10 @@ Every score is per image, (B,):
 ``diversity_hole``     mean pairwise RMS distance between the N samples over the missing pixels
 ``consistency_rms``    RMS of (raw sample - y) over the observed pixels, mean over samples: how tightly
                        the sample itself, before compositing, agrees with what was observed
+``energy_score``       the energy score of the N samples in the hole (RMS units; ``evaluation.proper``): a
+                       proper scoring rule, lower is better; rewards spread only where the truth is uncertain
+``coverage_50/_90``    share of hole pixels whose truth lies in the samples' central 50% / 90% interval
+                       (calibrated: about 0.5 / 0.9; resolving 90% needs N of about 8 or more)
 ``saturated_hole``     share of the missing pixels' values within 0.02 of the range's ends (|x| >= 0.98),
                        mean over samples: the symptom of guidance pushed past what the prior knows
 =====================  =================================================================================
@@ -31,6 +35,7 @@ from torch import Tensor
 
 from .metrics import SSIM_KERNEL_SIZE, SSIM_SIGMA, composite, lpips_distance
 from .perceptual import lpips_ready
+from .proper import coverage, energy_score
 
 __all__ = ["score_inpainting"]
 
@@ -75,6 +80,9 @@ def score_inpainting(samples: Tensor, x: Tensor, y: Tensor, keep_mask: Tensor,
         i, j = torch.triu_indices(N, N, offset=1)
         d2 = ((samples[:, i] - samples[:, j]) ** 2 * hole[:, i]).flatten(2).sum(2) / n_hole[:, i]
         out["diversity_hole"] = d2.sqrt().mean(1)
+        out["energy_score"] = energy_score(samples, x, 1 - keep)
+        out["coverage_50"] = coverage(samples, x, 1 - keep, 0.5)
+        out["coverage_90"] = coverage(samples, x, 1 - keep, 0.9)
     if classify is not None:
         if labels is None:
             raise ValueError("plausibility needs the true labels")

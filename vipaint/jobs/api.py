@@ -28,10 +28,12 @@ from ..prior import Prior
 from ..priors.external import load_prior
 from ..priors.shipped import DEFAULT_PRIOR
 
-__all__ = ["Inpainter", "Restoration", "inpaint", "METHODS"]
+__all__ = ["Inpainter", "Restoration", "inpaint", "METHODS", "INITS"]
 
 log = logging.getLogger(__name__)
 METHODS = ("vipaint", *BASELINES)
+#: Where the fit starts (``Inpainter``'s ``init``).
+INITS = ("auto", "hand", "amortized")
 
 
 @dataclass
@@ -77,8 +79,8 @@ class Inpainter:
                  encoder: str | None = None):
         if method not in METHODS:
             raise ValueError(f"unknown method {method!r}; expected one of {list(METHODS)}")
-        if init not in ("auto", "hand", "amortized"):
-            raise ValueError(f"init must be 'auto', 'hand' or 'amortized', got {init!r}")
+        if init not in INITS:
+            raise ValueError(f"init must be one of {INITS}, got {init!r}")
         if n_samples < 1:
             raise ValueError(f"n_samples must be >= 1, got {n_samples}")
         if vipaint.likelihood.kind == "l1_lpips" and operator.name != "inpainting":

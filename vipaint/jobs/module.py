@@ -10,7 +10,6 @@ predict/test (Lightning issue #17653).
 from __future__ import annotations
 
 import logging
-from typing import Literal
 
 import lightning.pytorch as pl
 import torch
@@ -21,6 +20,7 @@ from ..pipeline import VIPaintConfig
 from ..prior import Prior
 from . import tensorboard
 from .api import Inpainter
+from ..priors.shipped import DEFAULT_PRIOR
 from ..training.common import save_plain_hyperparameters
 from .results import OK, SKIPPED, ImageResult
 
@@ -63,11 +63,11 @@ class VIPaintModule(pl.LightningModule):
     def __init__(self, prior: Prior | None = None, method: str = "vipaint",
                  vipaint: VIPaintConfig = VIPaintConfig(), baselines: BaselinesConfig = BaselinesConfig(),
                  operator: OperatorConfig = OperatorConfig(), n_samples: int = 4, seed: int = 0,
-                 log_images: bool = True, progress: bool = True, init: Literal["auto", "hand", "amortized"] = "auto",
+                 log_images: bool = True, progress: bool = True, init: str = "auto",
                  encoder_ckpt: str | None = None):
         super().__init__()
         save_plain_hyperparameters(self, ignore=["prior"])  # readable hparams.yaml
-        self.solver = Inpainter(prior if prior is not None else "vipaint-mnist", method=method, vipaint=vipaint,
+        self.solver = Inpainter(prior if prior is not None else DEFAULT_PRIOR, method=method, vipaint=vipaint,
                                 baselines=baselines, operator=operator, n_samples=n_samples, init=init,
                                 encoder=encoder_ckpt)
         self.prior = self.solver.prior    # a submodule, so Lightning moves it to the device

@@ -237,8 +237,14 @@ class PriorTrainingModule(pl.LightningModule):
 
 
 def export_checkpoint(ckpt_path: str, out_dir: str, dtype: str | None = None) -> Path:
-    """Export the EMA weights of a training checkpoint (e.g. ``runs/prior_mnist/checkpoints/last.ckpt``)."""
-    module = PriorTrainingModule.load_from_checkpoint(ckpt_path, map_location="cpu")
+    """Export the EMA weights of a training checkpoint (e.g. ``runs/prior_mnist/checkpoints/last.ckpt``).
+
+    The module is rebuilt from the checkpoint's hyperparameters rather than through ``load_from_checkpoint``, which
+    refuses a checkpoint naming another class path (runs from before the move to ``vipaint.training``)."""
+    ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+    hp = {k: v for k, v in ckpt["hyper_parameters"].items() if not k.startswith("_")}
+    module = PriorTrainingModule(**hp)
+    module.load_state_dict(ckpt["state_dict"])
     if dtype:
         module.hparams.export_dtype = dtype
     return module.export(out_dir)
