@@ -52,6 +52,18 @@ class InferCLI(LightningCLI):
                             help="folder of the per-image outputs, overview.png and failed.json")
         parser.add_argument("--debug", action="store_true", help="show the traceback of an error")
 
+    def before_instantiate_classes(self) -> None:
+        """Unless the config names a logger (or ``--trainer.logger false``): TensorBoard under
+        ``lightning_logs/<name of the output folder>/`` (the one rule the configs shared, written once)."""
+        from jsonargparse import dict_to_namespace
+
+        cfg = self.config
+        if cfg.trainer.logger in (None, True):
+            name = Path(cfg.get("output_dir") or DEFAULT_OUTPUT).name
+            cfg.trainer.logger = dict_to_namespace({
+                "class_path": "lightning.pytorch.loggers.TensorBoardLogger",
+                "init_args": {"save_dir": "lightning_logs", "name": name, "default_hp_metric": False}})
+
 
 def main(argv: list[str] | None = None):
     args = sys.argv[1:] if argv is None else argv
@@ -103,7 +115,7 @@ def _run(cli, trainer, model, data) -> int:
         raise ValueError("no data to run on: give a config with a data section first (e.g. --config "
                          "configs/infer_default.yaml --config configs/infer_k4_authors.yaml) or --data CLASS")
     writer = _writer(cli, trainer)
-    writer.check_writable()                 # before any network call
+    writer.check_writable()                 # before the saved config (no logger: it goes into the folder) and any step
     if hasattr(data, "expect"):             # images of another shape become bad items, skipped with their fix
         data.expect(model.prior.image_shape)
     if cli.config.get("mode") == "test":

@@ -15,7 +15,7 @@ import torch
 from torch import Tensor
 
 from vipaint.bound import evaluate_bound
-from vipaint.training.common import export_at_fit_end, save_plain_hyperparameters
+from vipaint.training.common import export_at_fit_end, log_image_grid, save_plain_hyperparameters
 from vipaint.likelihood import make_likelihood
 from vipaint.operators import OperatorConfig, make_operator
 from vipaint.pipeline import VIPaintConfig, resolve_keypoints
@@ -79,15 +79,13 @@ class AmortizedModule(pl.LightningModule):
         terms, y, op = self._terms(batch)
         for k, v in terms.per_image(self.hparams.n_samples).items():
             self.log(f"val/{k}", v.mean(), sync_dist=True)
-        exp = getattr(self.logger, "experiment", None) if self.logger else None
-        if batch_idx == 0 and hasattr(exp, "add_image") and self.global_rank == 0:
-            exp.add_image("val/observation|predicted λ|after fit|truth", self.sample_grid(batch), self.global_step)
+        if batch_idx == 0:
+            n = min(8, batch["x"].shape[0])
+            log_image_grid(self, "val/observation|predicted λ|after fit|truth", lambda: self.sample_grid(batch, n), nrow=n)
 
     def sample_grid(self, batch: dict, n: int = 8) -> Tensor:
         """Rows: observation | one sample from the predicted λ | one after ``grid_fit_iters`` fit iterations from
-        it | truth, for the first n images (a fixed batch: the validation set's masks are seeded)."""
-        from torchvision.utils import make_grid
-
+        it | truth, for the first n images (a fixed batch: the validation set's masks are seeded), (4n, C, H, W)."""
         from vipaint.pipeline import vipaint
 
         x, keep = batch["x"][:n], batch["keep_mask"][:n]
@@ -103,7 +101,7 @@ class AmortizedModule(pl.LightningModule):
                 out = vipaint(self.prior, op, lik, y, 1, cfg, torch.Generator(x.device).manual_seed(0), post)
             rows.append(out.samples[:, 0])
         rows.append(x)
-        return make_grid(torch.cat(rows).float().clamp(-1, 1), nrow=x.shape[0], normalize=True, value_range=(-1, 1))
+        return torch.cat(rows)
 
     def on_fit_end(self) -> None:
         export_at_fit_end(self, "encoder")

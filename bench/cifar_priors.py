@@ -32,6 +32,7 @@ from vipaint.evaluation.denoiser import linear_denoiser_gain
 from vipaint.evaluation.kid import FEATURE_LAYER, kid, vgg_features
 from vipaint.evaluation.metrics import lpips_distance, psnr
 from vipaint.priors.external import load_prior
+from vipaint.schedule import q_sample
 
 TS_EPS = [50, 200, 400, 550, 800]
 TS_LINEAR = [100, 300, 500]
@@ -65,7 +66,7 @@ def float16_check(prior, x: torch.Tensor, keep: torch.Tensor) -> dict:
     z0 = prior.encode(x)
     for t in (100, 500):
         ab = prior.schedule.alpha_bar(t).float()
-        z = ab.sqrt() * z0 + (1 - ab).sqrt() * torch.randn(z0.shape, generator=torch.Generator().manual_seed(t))
+        z = q_sample(z0, torch.randn(z0.shape, generator=torch.Generator().manual_seed(t)), ab)
         out[f"x0_hat_max_abs_diff_t{t}"] = float((prior.x0_hat(z, t) - rounded.x0_hat(z, t)).abs().max())
     fills = [Inpainter(p, init="hand")(x[:1], keep[:1], torch.Generator().manual_seed(0)).samples for p in (prior, rounded)]
     out["fill_max_abs_diff"] = float((fills[0] - fills[1]).abs().max())

@@ -25,7 +25,7 @@ from datamodules.cifar10 import bench_images
 from vipaint.jobs.api import Inpainter
 from vipaint.likelihood import make_likelihood
 from vipaint.operators import OperatorConfig, make_operator
-from vipaint.pipeline import VIPaintConfig, hand_made_posterior, vipaint
+from vipaint.pipeline import VIPaintConfig, hand_made_posterior, resolve_keypoints, vipaint
 from vipaint.priors.external import load_prior
 
 BEFORE = ["likelihood.reach=diagonal"]
@@ -69,7 +69,7 @@ def trace(prior, x: torch.Tensor, keep: torch.Tensor, overrides: list[str], seed
                      "autoencoder_obs_rms": floor_rms})
 
     lik = make_likelihood(cfg.likelihood, op, prior)
-    keypoints = prior.schedule.keypoints(cfg.keypoints)
+    keypoints = resolve_keypoints(prior, cfg)
     post = hand_made_posterior(prior, op, y, keypoints, cfg, g)
     with torch.enable_grad():
         vipaint(prior, op, lik, y, n_samples=1, config=cfg, generator=g, posterior=post, refine_trace=record)

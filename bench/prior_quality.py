@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from bench.report import RESULTS, header, write_json
 from vipaint.atomic import atomic_write_bytes
 from vipaint.priors.external import PixelPrior
-from vipaint.schedule import ddim_sample
+from vipaint.schedule import ddim_sample, q_sample
 
 TS = [50, 200, 400, 550, 800]
 MNIST_REFERENCE = {"50": 0.0960, "200": 0.0419, "400": 0.0221, "550": 0.0098, "800": 0.00066}
@@ -68,7 +68,7 @@ def heldout_eps_mse(prior, x: torch.Tensor, ts: list[int], batch: int, device, a
             x0 = x[i:i + batch].to(device)
             eps = torch.randn(x0.shape, generator=g).to(device)
             ab = prior.schedule.alpha_bar(t).to(device).float()
-            _, eps_hat = prior.denoise(ab.sqrt() * x0 + (1 - ab).sqrt() * eps, t)
+            _, eps_hat = prior.denoise(q_sample(x0, eps, ab), t)
             err = (eps_hat - eps)[..., area[0], area[1]] ** 2
             total += float(err.sum())
             count += err.numel()

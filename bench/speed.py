@@ -30,6 +30,7 @@ from bench.report import RESULTS, header, write_json
 from vipaint.baselines import BaselinesConfig, DPSConfig
 from vipaint.fit import FitConfig
 from vipaint.jobs.api import Inpainter
+from vipaint.priors.external import tiny_random_unet
 from vipaint.likelihood import LikelihoodConfig
 from vipaint.operators import OperatorConfig
 from vipaint.pipeline import VIPaintConfig
@@ -44,19 +45,18 @@ CHURCH = dict(sample_size=256, block_out_channels=(128, 128, 256, 256, 512, 512)
 LDM_UNET = dict(sample_size=64, attention_head_dim=32)   # diffusers' UNet2DModel defaults = ldm-celebahq-256
 VQ_F4 = dict(latent_channels=3, block_out_channels=(128, 256, 512), layers_per_block=2, num_vq_embeddings=8192,
              vq_embed_dim=3, down_block_types=("DownEncoderBlock2D",) * 3, up_block_types=("UpDecoderBlock2D",) * 3)
-TINY = dict(sample_size=16, block_out_channels=(16, 32), layers_per_block=1, norm_num_groups=8,
-            down_block_types=("DownBlock2D", "AttnDownBlock2D"), up_block_types=("AttnUpBlock2D", "UpBlock2D"))
-
 
 def build(config: str, root: Path) -> str:
     from diffusers import DDPMScheduler, UNet2DModel, VQModel
 
     if config == "mnist":
         return "vipaint-mnist"
+    if config == "tiny":        # the test suite's tiny random UNet, at 16 x 16
+        return str(tiny_random_unet(root / "tiny", image_size=16))
     torch.manual_seed(0)
     sched = DDPMScheduler(num_train_timesteps=1000, beta_schedule="linear")
-    if config in ("pixel256", "tiny"):
-        UNet2DModel(in_channels=3, out_channels=3, **(CHURCH if config == "pixel256" else TINY)).save_pretrained(root)
+    if config == "pixel256":
+        UNet2DModel(in_channels=3, out_channels=3, **CHURCH).save_pretrained(root)
         sched.save_pretrained(root)
     else:
         UNet2DModel(in_channels=3, out_channels=3, **LDM_UNET).save_pretrained(root / "unet")

@@ -16,7 +16,6 @@ from vipaint.atomic import (
     atomic_save_json,
     atomic_save_png,
     atomic_write_bytes,
-    make_grid_row,
     to_uint8,
 )
 from vipaint.jobs.figures import STD_SCALE
@@ -88,12 +87,6 @@ def test_json_is_strict_and_keeps_nonfinite(tmp_path):
                                            "c": (1, np.float32(2.0)), "p": tmp_path})
     data = json.loads((tmp_path / "x.json").read_text(), parse_constant=pytest.fail)
     assert data == {"a": 1.5, "b": "NaN", "c": [1, 2.0], "p": str(tmp_path)}
-
-
-def test_make_grid_row():
-    row = make_grid_row([torch.zeros(3, 4, 5), torch.ones(1, 4, 5)], pad=2, pad_value=-1.0)
-    assert row.shape == (3, 4, 12)
-    assert torch.all(row[:, :, 5:7] == -1) and torch.all(row[:, :, 7:] == 1)
 
 
 # ---------------------------------------------------------------- writer

@@ -152,7 +152,7 @@ def test_predict_writes_outputs_and_resume_skips(tmp_path, monkeypatch):
     log_dir = Path(trainer.log_dir)
     if not log_dir.is_absolute():
         log_dir = tmp_path / log_dir
-    assert log_dir.parent == tmp_path / "lightning_logs" / "infer"
+    assert log_dir.parent == tmp_path / "lightning_logs" / "demo"     # named after the output folder
     saved = (log_dir / "config.yaml").read_text()
     assert yaml.safe_load(saved)["model"]["vipaint"]["fit"]["n_iter"] == 2 and "DemoDataModule" in saved
     if (log_dir / "hparams.yaml").is_file():   # the logger's copy of the module's hparams reads back safely too

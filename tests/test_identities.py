@@ -17,7 +17,7 @@ from vipaint.operators import GaussianBlur, Inpainting, SuperResolution
 from vipaint.posterior import HierarchicalPosterior, gaussian_kl
 from vipaint.prior import Prior
 from vipaint.refine import RefineConfig, refine
-from vipaint.schedule import NoiseSchedule, ddim_std, linear_alphas_cumprod
+from vipaint.schedule import NoiseSchedule, ddim_std, linear_alphas_cumprod, q_sample
 
 F64 = torch.float64
 
@@ -192,6 +192,21 @@ def test_ddim_std_eta1_is_ddpm_posterior_std(schedule):
     assert float(ddim_std(ab[500], ab[400], 0.0)) == 0.0
 
 
+def test_q_sample_is_the_forward_process_and_composes(schedule):
+    """z_t = α_t x_0 + σ_t ε, and noising to s then from s to t (ᾱ_{t|s} = ᾱ_t/ᾱ_s) is noising to t: the same mean
+    α_t x_0 and the same variance σ_t² = α_{t|s}² σ_s² + σ²_{t|s}."""
+    g = _gen(7)
+    x0, e1, e2 = (torch.randn(3, 2, 4, 4, generator=g, dtype=F64) for _ in range(3))
+    ab_s, ab_t = schedule.alpha_bar(400), schedule.alpha_bar(550)
+    torch.testing.assert_close(q_sample(x0, torch.zeros_like(x0), ab_t), schedule.alpha(550) * x0, rtol=1e-12, atol=0)
+    torch.testing.assert_close(q_sample(torch.zeros_like(x0), e1, ab_t), schedule.sigma(550) * e1, rtol=1e-12, atol=0)
+    two_step = q_sample(q_sample(x0, e1, ab_s), e2, ab_t / ab_s)
+    a_ts, s_s, v_ts = (ab_t / ab_s).sqrt(), (1 - ab_s).sqrt(), 1 - ab_t / ab_s
+    torch.testing.assert_close(two_step, schedule.alpha(550) * x0 + a_ts * s_s * e1 + v_ts.sqrt() * e2, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(a_ts**2 * s_s**2 + v_ts, 1 - ab_t, rtol=1e-12, atol=0)
+    assert q_sample(x0.float(), e1.float(), ab_t).dtype == torch.float32     # float64 ᾱ, float32 images
+
+
 # ---------------------------------------------------------------------------------------------------
 # 3. Prior conversions with an oracle network
 # ---------------------------------------------------------------------------------------------------
@@ -220,9 +235,7 @@ def test_prior_denoise_conversions_with_oracle(schedule, ptype):
     t = torch.tensor([0, 1, 250, 550, 998, 999])
     x0 = torch.rand(len(t), 2, 5, 5, generator=g, dtype=F64) * 2 - 1
     eps = torch.randn(len(t), 2, 5, 5, generator=g, dtype=F64)
-    a = schedule.alpha(t).reshape(-1, 1, 1, 1)
-    s = schedule.sigma(t).reshape(-1, 1, 1, 1)
-    z = a * x0 + s * eps
+    z = q_sample(x0, eps, schedule.alpha_bar(t).reshape(-1, 1, 1, 1))
     prior = OraclePrior(schedule, ptype, x0, eps)
     x0_hat, eps_hat = prior.denoise(z, t)
     assert x0_hat.dtype == F64 and eps_hat.dtype == F64

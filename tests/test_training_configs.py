@@ -141,3 +141,25 @@ def test_publish_refuses_to_replace_another_model_without_force(tmp_path):
     publish(tmp_path / "run" / "export", dest)                   # the same model again: no --force needed
     with pytest.raises(ValueError, match="holds no exported weights"):
         publish(tmp_path / "nothing", tmp_path / "weights" / "n")
+
+
+@pytest.mark.parametrize("native", [False, True])
+def test_bf16_configs_run_float32_on_a_cpu_without_native_bf16(tmp_path, monkeypatch, fake_cifar, native):
+    """The shipped configs say bf16-mixed; emulated bf16 made a CIFAR-10 training step ~15x slower on an AVX2-only
+    host, so there the run is float32 — and the saved config says so, not what was asked."""
+    import yaml
+
+    import vipaint.prior as prior_module
+    from vipaint.training.common import host_precision
+
+    monkeypatch.setattr(prior_module, "_NATIVE_BF16", {"cpu": native})
+    assert host_precision("32-true", "cpu") == "32-true" and host_precision("bf16-mixed", "gpu") == "bf16-mixed"
+    monkeypatch.chdir(tmp_path)
+    train.main(["fit", "--config", str(CONFIGS / "prior_cifar10.yaml"), *FAST, *TINY_UNET, "--trainer.max_steps", "1",
+                "--data.init_args.num_workers", "0"])
+    saved = yaml.safe_load(next((tmp_path / "runs/prior_cifar10").rglob("config.yaml")).read_text())
+    assert saved["trainer"]["precision"] == ("bf16-mixed" if native else "32-true")
+    # run.name (RunConfig) gave the logger and the checkpoints, and the saved config shows them
+    assert saved["trainer"]["logger"]["init_args"]["name"] == saved["run"]["name"] == "prior_cifar10"
+    ckpt = [c for c in saved["trainer"]["callbacks"] if c["class_path"].endswith("ModelCheckpoint")]
+    assert [c["init_args"]["dirpath"] for c in ckpt] == ["runs/prior_cifar10/checkpoints"]

@@ -19,7 +19,7 @@ import math
 import os
 import secrets
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -32,7 +32,6 @@ __all__ = [
     "atomic_save_json",
     "to_uint8",
     "to_jsonable",
-    "make_grid_row",
 ]
 
 PathLike = str | os.PathLike
@@ -188,36 +187,3 @@ def atomic_save_json(path: PathLike, obj: Any, indent: int = 2) -> None:
     text = json.dumps(to_jsonable(obj), indent=indent, allow_nan=False)
     atomic_write_bytes(path, (text + "\n").encode("utf-8"))
 
-
-def make_grid_row(
-    images: Sequence[torch.Tensor], pad: int = 2, pad_value: float = 1.0
-) -> torch.Tensor:
-    """Concatenate (C, H, W) images side by side with ``pad`` columns of ``pad_value``.
-
-    Images with 1 channel are repeated to match 3-channel ones, so a mask or std map can be
-    shown next to RGB samples. All images must share H and W.
-    """
-    if len(images) == 0:
-        raise ValueError("make_grid_row needs at least one image")
-    if pad < 0:
-        raise ValueError(f"pad must be >= 0, got {pad}")
-    imgs = [im.detach().to("cpu", torch.float32) for im in images]
-    for im in imgs:
-        if im.dim() != 3:
-            raise ValueError(f"make_grid_row expects (C, H, W) images, got {tuple(im.shape)}")
-    h, w = imgs[0].shape[1:]
-    if any(im.shape[1:] != (h, w) for im in imgs):
-        raise ValueError(
-            f"make_grid_row: all images must share H, W; got {[tuple(im.shape) for im in imgs]}"
-        )
-    channels = max(im.shape[0] for im in imgs)
-    parts: list[torch.Tensor] = []
-    for i, im in enumerate(imgs):
-        if im.shape[0] != channels:
-            if im.shape[0] != 1:
-                raise ValueError(f"cannot mix {im.shape[0]}- and {channels}-channel images")
-            im = im.expand(channels, h, w)
-        if i > 0 and pad > 0:
-            parts.append(torch.full((channels, h, pad), float(pad_value)))
-        parts.append(im)
-    return torch.cat(parts, dim=2)

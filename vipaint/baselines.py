@@ -33,7 +33,7 @@ from torch import Tensor
 from .rng import randn_like
 from .operators import Inpainting, Operator, repeat_observation
 from .prior import Prior
-from .schedule import ddim_std, ddim_step_mean
+from .schedule import ddim_std, ddim_step_mean, q_sample
 
 __all__ = ["DPSConfig", "PSLDConfig", "REDDiffConfig", "RePaintConfig", "MeanFillConfig", "BaselinesConfig", "dps",
            "psld", "red_diff", "repaint", "mean_fill", "repaint_schedule", "BASELINES"]
@@ -171,7 +171,7 @@ def red_diff(prior: Prior, operator: Operator, y: Tensor, n_samples: int = 4, co
         ab = sched.alpha_bar(t)
         eps = randn_like(mu, generator)
         with torch.no_grad():
-            _, eps_hat = prior.denoise(ab.sqrt().to(mu.dtype) * mu + (1 - ab).sqrt().to(mu.dtype) * eps, t)
+            _, eps_hat = prior.denoise(q_sample(mu, eps, ab), t)
         with torch.enable_grad():
             opt.zero_grad(set_to_none=True)
             obs = ((w * (yy - op.forward(prior.decode(mu)))) ** 2).flatten(1).mean(1) / 2

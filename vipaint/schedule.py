@@ -32,6 +32,7 @@ from torch import Tensor
 __all__ = [
     "NoiseSchedule",
     "linear_alphas_cumprod",
+    "q_sample",
     "ddim_std",
     "ddim_step_mean",
     "DEFAULT_KEYPOINTS",
@@ -124,6 +125,14 @@ class NoiseSchedule:
         """Increasing grid of ``n_steps + 1`` integer timesteps from ``t_low`` to ``t_high`` (both included)."""
         ts = torch.linspace(float(t_low), float(t_high), n_steps + 1, dtype=torch.float64).round().long()
         return torch.unique_consecutive(ts).tolist()
+
+
+def q_sample(x0: Tensor, eps: Tensor, alpha_bar: Tensor) -> Tensor:
+    r"""The forward process ``z_t = α_t x_0 + σ_t ε`` (Ho et al. 2020 eq. 4), the one place it is written.
+
+    ``alpha_bar``: ᾱ_t, a tensor broadcastable to ``x0`` (e.g. (B, 1, 1, 1) or a scalar), any float dtype; the
+    result has ``x0``'s dtype."""
+    return alpha_bar.sqrt().to(x0.dtype) * x0 + (1.0 - alpha_bar).sqrt().to(x0.dtype) * eps
 
 
 def ddim_std(alpha_bar_t: Tensor, alpha_bar_s: Tensor, eta: float) -> Tensor:

@@ -19,6 +19,7 @@ from torch import Tensor
 
 from ..prior import Prior
 from ..priors.gaussian import GaussianPrior
+from ..schedule import q_sample
 
 __all__ = ["linear_denoiser_gain"]
 
@@ -36,7 +37,7 @@ def linear_denoiser_gain(prior: Prior, fit: Tensor, test: Tensor, ts: list[int],
     for t in ts:
         eps = torch.randn(test.shape, generator=g)
         ab = prior.schedule.alpha_bar(t).float()
-        z_t = ab.sqrt() * test + (1 - ab).sqrt() * eps
+        z_t = q_sample(test, eps, ab)
         x0 = torch.cat([prior.x0_hat(z_t[i:i + batch], t) for i in range(0, len(z_t), batch)])
         mse_prior = float(((x0 - test) ** 2).mean())
         mse_linear = float(((gauss.x0_hat(z_t.double(), t).float() - test) ** 2).mean())

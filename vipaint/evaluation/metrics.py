@@ -41,7 +41,9 @@ from vipaint.evaluation.perceptual import load_lpips
 
 __all__ = [
     "psnr",
+    "psnr_from_mse",
     "ssim",
+    "ssim_map",
     "lpips_distance",
     "composite",
     "SSIM_KERNEL_SIZE",
@@ -74,8 +76,12 @@ def psnr(x: Tensor, ref: Tensor, authors_convention: bool = False) -> Tensor:
     """
     _check_pair(x, ref, "psnr")
     mse = (x.double() - ref.double()).pow(2).flatten(1).mean(dim=1)
-    peak = 1.0 if authors_convention else 2.0
-    return (10.0 * torch.log10(peak**2 / mse)).to(x.dtype)
+    return psnr_from_mse(mse, peak=1.0 if authors_convention else 2.0).to(x.dtype)
+
+
+def psnr_from_mse(mse: Tensor, peak: float = 2.0) -> Tensor:
+    """``10 log10(peak² / MSE)`` elementwise: the one PSNR formula (whole images here, the hole in ``scoring``)."""
+    return 10.0 * torch.log10(peak**2 / mse)
 
 
 def ssim(x: Tensor, ref: Tensor, crop_border: bool = True) -> Tensor:
@@ -98,17 +104,24 @@ def ssim(x: Tensor, ref: Tensor, crop_border: bool = True) -> Tensor:
     if h < SSIM_KERNEL_SIZE or w < SSIM_KERNEL_SIZE:
         raise ValueError(f"ssim needs images of at least {SSIM_KERNEL_SIZE}x{SSIM_KERNEL_SIZE} "
                          f"pixels (the gaussian window), got {h}x{w}")
-    a = ((x + 1) / 2).float()
-    b = ((ref + 1) / 2).float()
-    kw = dict(gaussian_kernel=True, sigma=SSIM_SIGMA, kernel_size=SSIM_KERNEL_SIZE,
-              data_range=1.0)
     if not crop_border:
-        out = structural_similarity_index_measure(a, b, reduction="none", **kw)
+        out = structural_similarity_index_measure(((x + 1) / 2).float(), ((ref + 1) / 2).float(), reduction="none",
+                                                  gaussian_kernel=True, sigma=SSIM_SIGMA, kernel_size=SSIM_KERNEL_SIZE,
+                                                  data_range=1.0)
         return out.reshape(x.shape[0]).to(x.dtype)
-    _, ssim_map = structural_similarity_index_measure(a, b, reduction="none",
-                                                      return_full_image=True, **kw)
     pad = (SSIM_KERNEL_SIZE - 1) // 2
-    return ssim_map[..., pad:h - pad, pad:w - pad].flatten(1).mean(dim=1).to(x.dtype)
+    return ssim_map(x, ref)[..., pad:h - pad, pad:w - pad].flatten(1).mean(dim=1).to(x.dtype)
+
+
+def ssim_map(x: Tensor, ref: Tensor) -> Tensor:
+    """The SSIM map (B, C, H, W) behind ``ssim`` (same window and constants, reflect-padded by torchmetrics),
+    for averages over a region (the hole, in ``scoring``)."""
+    from torchmetrics.functional.image import structural_similarity_index_measure
+
+    _, full = structural_similarity_index_measure(((x + 1) / 2).float(), ((ref + 1) / 2).float(), gaussian_kernel=True,
+                                                  sigma=SSIM_SIGMA, kernel_size=SSIM_KERNEL_SIZE, data_range=1.0,
+                                                  reduction="none", return_full_image=True)
+    return full
 
 
 def lpips_distance(

@@ -33,22 +33,13 @@ from typing import Callable
 import torch
 from torch import Tensor
 
-from .metrics import SSIM_KERNEL_SIZE, SSIM_SIGMA, composite, lpips_distance
+from .metrics import composite, lpips_distance, psnr_from_mse, ssim_map
 from .perceptual import lpips_ready
 from .proper import coverage, energy_score
 
 __all__ = ["score_inpainting"]
 
 SATURATED = 0.98   # |x| at or above this counts as at the clamp
-
-
-def _ssim_map(a: Tensor, b: Tensor) -> Tensor:
-    from torchmetrics.functional.image import structural_similarity_index_measure
-
-    _, full = structural_similarity_index_measure(((a + 1) / 2).float(), ((b + 1) / 2).float(), gaussian_kernel=True,
-                                                  sigma=SSIM_SIGMA, kernel_size=SSIM_KERNEL_SIZE, data_range=1.0,
-                                                  reduction="none", return_full_image=True)
-    return full
 
 
 @torch.no_grad()
@@ -68,10 +59,10 @@ def score_inpainting(samples: Tensor, x: Tensor, y: Tensor, keep_mask: Tensor,
     n_obs = obs.flatten(2).sum(2).clamp_min(1)
     se = (samples - x.unsqueeze(1)) ** 2
     mse_hole = (se * hole).flatten(2).sum(2) / n_hole
-    out = {"psnr_hole": (10 * torch.log10(4.0 / mse_hole.clamp_min(1e-10))).mean(1)}
+    out = {"psnr_hole": psnr_from_mse(mse_hole.clamp_min(1e-10)).mean(1)}
     flat = comp.reshape(B * N, *comp.shape[2:])
     refs = x.unsqueeze(1).expand_as(comp).reshape(B * N, *x.shape[1:])
-    smap = _ssim_map(flat, refs).reshape(B, N, *x.shape[1:])
+    smap = ssim_map(flat, refs).reshape(B, N, *x.shape[1:])
     out["ssim_hole"] = ((smap * hole).flatten(2).sum(2) / n_hole).mean(1)
     consistency = ((samples - y.unsqueeze(1)) ** 2 * obs).flatten(2).sum(2) / n_obs
     out["consistency_rms"] = consistency.sqrt().mean(1)

@@ -36,8 +36,7 @@ def result_titles(n_samples: int, composite: bool) -> list[str]:
 
 def result_row(r: ImageResult) -> list[torch.Tensor]:
     """The columns of ``result_titles`` for one finished image, each (C, H, W) in [-1, 1]."""
-    shown = r.samples if r.keep_mask is None else r.keep_mask * r.y_image + (1 - r.keep_mask) * r.samples
-    return [r.y_image, *shown, r.mean, std_image(r.std), r.x]
+    return [r.y_image, *r.shown, r.mean, std_image(r.std), r.x]
 
 
 def _font(size: int):

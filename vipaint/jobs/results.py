@@ -11,6 +11,8 @@ from typing import Any
 
 from torch import Tensor
 
+from ..evaluation.metrics import composite
+
 __all__ = ["ImageResult", "OK", "SKIPPED"]
 
 OK, SKIPPED = "ok", "skipped"
@@ -36,3 +38,11 @@ class ImageResult:
     @property
     def ok(self) -> bool:
         return self.status == OK
+
+    @property
+    def shown(self) -> Tensor:
+        """The samples as written and shown, (N, C, H, W): for inpainting the composites (observed pixels of y pasted
+        back, ``evaluation.metrics.composite``: exact there), else the samples themselves."""
+        if self.keep_mask is None:
+            return self.samples
+        return composite(self.samples[None], self.y_image[None], self.keep_mask[None])[0]

@@ -80,7 +80,7 @@ class VIPaintWriter(BasePredictionWriter):
 
     RESULT_FILE = RESULT_FILE
 
-    def __init__(self, output_dir: str = "outputs", write_interval: str = "batch") -> None:
+    def __init__(self, output_dir: str, write_interval: str = "batch") -> None:
         if write_interval != "batch":
             raise ValueError(
                 f"VIPaintWriter only supports write_interval='batch', got {write_interval!r}: "
@@ -203,8 +203,8 @@ class VIPaintWriter(BasePredictionWriter):
             for j, s in enumerate(r.samples):
                 save(f"sample_{j:02d}.png", s)
             if r.keep_mask is not None:   # observed pixels pasted back: the composite is exact there
-                for j, s in enumerate(r.samples):
-                    save(f"composite_{j:02d}.png", r.keep_mask * r.y_image + (1.0 - r.keep_mask) * s)
+                for j, s in enumerate(r.shown):
+                    save(f"composite_{j:02d}.png", s)
             save("mean.png", r.mean)
             save("std.png", std_image(r.std))
             save("observation.png", r.y_image)

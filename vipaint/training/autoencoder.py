@@ -26,7 +26,7 @@ from pathlib import Path
 import lightning.pytorch as pl
 import torch
 
-from .common import export_at_fit_end, warmup_cosine_schedule
+from .common import export_at_fit_end, log_image_grid, warmup_cosine_schedule
 
 __all__ = ["AutoencoderTrainingModule", "build_autoencoder"]
 
@@ -118,15 +118,10 @@ class AutoencoderTrainingModule(pl.LightningModule):
         if lp is not None:
             self.log(f"val/lpips_{self.hparams.lpips_net}", lp(x_rec.float().clamp(-1, 1), x.float()).mean(),
                      sync_dist=True, batch_size=x.shape[0])
-        if batch_idx == 0 and self.trainer.is_global_zero:
-            exp = getattr(self.logger, "experiment", None) if self.logger else None
-            if hasattr(exp, "add_image"):
-                from torchvision.utils import make_grid
-
-                n = min(16, x.shape[0])   # originals above their reconstructions
-                grid = make_grid(torch.cat([x[:n], x_rec[:n].float().clamp(-1, 1)]), nrow=n, normalize=True,
-                                 value_range=(-1, 1))
-                exp.add_image("reconstructions (top: held-out images, bottom: decoded)", grid, self.global_step)
+        if batch_idx == 0:
+            n = min(16, x.shape[0])   # originals above their reconstructions
+            log_image_grid(self, "reconstructions (top: held-out images, bottom: decoded)",
+                           lambda: torch.cat([x[:n], x_rec[:n]]), nrow=n)
 
     def configure_optimizers(self):
         return warmup_cosine_schedule(self, torch.optim.Adam(self.vae.parameters(), lr=self.hparams.lr,

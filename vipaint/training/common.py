@@ -11,14 +11,15 @@ from __future__ import annotations
 
 import inspect
 import math
-from dataclasses import asdict, is_dataclass
+from dataclasses import asdict, dataclass, is_dataclass
 from pathlib import Path
 from typing import Any
 
 import lightning.pytorch as pl
 import torch
 
-__all__ = ["plain", "save_plain_hyperparameters", "cosine_warmup", "warmup_cosine_schedule", "export_at_fit_end"]
+__all__ = ["plain", "save_plain_hyperparameters", "cosine_warmup", "warmup_cosine_schedule", "export_at_fit_end",
+           "host_precision", "log_image_grid", "RunConfig"]
 
 
 def plain(value: Any) -> Any:
@@ -69,3 +70,57 @@ def export_at_fit_end(module: pl.LightningModule, what: str) -> None:
     if module.trainer.is_global_zero:
         out = module.export(module.hparams.export_dir or Path(module.trainer.log_dir or ".") / "export")
         print(f"vipaint: {what} exported to {out}")
+
+
+def host_precision(precision: Any, accelerator: Any) -> Any:
+    """The trainer precision to run: ``precision`` itself, except a bf16 one on a CPU without native bf16
+    (``vipaint.prior.native_bf16``: AVX512-BF16 or AMX), which becomes ``"32-true"`` with a warning. The shipped
+    configs say ``bf16-mixed`` (measured on an AVX512-BF16 host); on an AVX2-only host (2026-12-04) emulated bf16
+    made a training step of the CIFAR-10 latent prior 49 s instead of a few, so the recipe must not depend on it."""
+    from ..prior import native_bf16
+
+    if not str(precision).startswith("bf16"):
+        return precision
+    on_cpu = str(accelerator) == "cpu" or (str(accelerator) == "auto" and not torch.cuda.is_available())
+    return "32-true" if on_cpu and not native_bf16(torch.device("cpu")) else precision
+
+
+def log_image_grid(module: pl.LightningModule, tag: str, images, nrow: int) -> None:
+    """One TensorBoard grid of the images ``images()`` returns ((N, C, H, W) in [-1, 1], clamped; ``nrow`` per row)
+    at the global step, from rank zero. ``images`` is called only where a logger takes images: no sampling for
+    nothing. The training modules' one way to show images (the inference job's titled sheets: ``jobs.figures``)."""
+    exp = getattr(module.logger, "experiment", None) if module.logger else None
+    if not hasattr(exp, "add_image") or not module.trainer.is_global_zero:
+        return
+    from torchvision.utils import make_grid
+
+    grid = make_grid(images().float().clamp(-1, 1), nrow=nrow, normalize=True, value_range=(-1, 1))
+    exp.add_image(tag, grid, module.global_step)
+
+
+@dataclass
+class RunConfig:
+    """Where a training run keeps what it writes, declared once for every training config (``run:`` in the YAML):
+    TensorBoard logs under ``<root>/<name>/version_N/``, checkpoints in ``<root>/<name>/checkpoints/`` every
+    ``checkpoint_every`` training steps (``last.ckpt`` kept: ``--ckpt_path last`` resumes), the learning rate
+    logged per step. ``name`` None: Lightning's own defaults. A YAML that names its own ``trainer.logger`` or a
+    callback of the same class keeps it."""
+
+    name: str | None = None
+    root: str = "runs"
+    checkpoint_every: int = 500
+
+    def __post_init__(self):
+        if self.checkpoint_every < 1:
+            raise ValueError(f"run.checkpoint_every must be >= 1 training step, got {self.checkpoint_every}")
+
+    def logger(self) -> dict:
+        return {"class_path": "lightning.pytorch.loggers.TensorBoardLogger",
+                "init_args": {"save_dir": self.root, "name": self.name, "default_hp_metric": False}}
+
+    def callbacks(self) -> list[dict]:
+        return [{"class_path": "lightning.pytorch.callbacks.ModelCheckpoint",
+                 "init_args": {"dirpath": f"{self.root}/{self.name}/checkpoints", "save_last": True, "save_top_k": 0,
+                               "every_n_train_steps": self.checkpoint_every}},
+                {"class_path": "lightning.pytorch.callbacks.LearningRateMonitor",
+                 "init_args": {"logging_interval": "step"}}]

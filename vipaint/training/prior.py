@@ -29,7 +29,8 @@ import lightning.pytorch as pl
 import torch
 import torch.nn.functional as F
 
-from .common import export_at_fit_end, warmup_cosine_schedule
+from ..schedule import q_sample
+from .common import export_at_fit_end, log_image_grid, warmup_cosine_schedule
 
 __all__ = ["PriorTrainingModule", "build_unet", "export_checkpoint", "sample_timesteps"]
 
@@ -148,7 +149,7 @@ class PriorTrainingModule(pl.LightningModule):
                                  x0.device)
         eps = torch.randn_like(x0)
         ab = self.alphas_cumprod[t].reshape(-1, 1, 1, 1)
-        z_t = ab.sqrt() * x0 + (1 - ab).sqrt() * eps
+        z_t = q_sample(x0, eps, ab)
         return F.mse_loss(unet(z_t, t).sample.float(), eps)
 
     def training_step(self, batch, batch_idx):
@@ -178,17 +179,13 @@ class PriorTrainingModule(pl.LightningModule):
             t = torch.full((x0.shape[0],), t_val, device=x0.device, dtype=torch.long)
             eps = torch.randn(x0.shape, generator=g).to(x0.device)
             ab = self.alphas_cumprod[t].reshape(-1, 1, 1, 1)
-            mse = F.mse_loss(self.ema(ab.sqrt() * x0 + (1 - ab).sqrt() * eps, t).sample.float(), eps)
+            mse = F.mse_loss(self.ema(q_sample(x0, eps, ab), t).sample.float(), eps)
             self.log(f"val/eps_mse_ema_t{t_val}", mse, sync_dist=True, batch_size=x0.shape[0])
 
     def on_validation_epoch_end(self) -> None:
         n = self.hparams.sample_every_val
-        exp = getattr(self.logger, "experiment", None) if self.logger else None
-        if n and self.trainer.is_global_zero and hasattr(exp, "add_image"):
-            from torchvision.utils import make_grid
-
-            x = self.sample(n, steps=50, seed=0)
-            exp.add_image("samples_ema", make_grid((x + 1) / 2, nrow=int(math.sqrt(n)) or 1), self.global_step)
+        if n:
+            log_image_grid(self, "samples_ema", lambda: self.sample(n, steps=50, seed=0), nrow=int(math.sqrt(n)) or 1)
 
     @torch.no_grad()
     def sample(self, n: int, steps: int = 50, seed: int = 0) -> torch.Tensor:
