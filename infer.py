@@ -25,6 +25,7 @@ from lightning.pytorch.cli import LightningCLI, SaveConfigCallback
 from vipaint.jobs.distributed import release_process_group
 from vipaint.jobs.module import VIPaintModule
 from vipaint.jobs.writer import VIPaintWriter
+from vipaint.training.common import tensorboard_logger
 
 DEFAULT_CONFIG = Path(__file__).resolve().parent / "configs" / "infer_default.yaml"
 DEFAULT_OUTPUT = "outputs/run"
@@ -60,9 +61,7 @@ class InferCLI(LightningCLI):
         cfg = self.config
         if cfg.trainer.logger in (None, True):
             name = Path(cfg.get("output_dir") or DEFAULT_OUTPUT).name
-            cfg.trainer.logger = dict_to_namespace({
-                "class_path": "lightning.pytorch.loggers.TensorBoardLogger",
-                "init_args": {"save_dir": "lightning_logs", "name": name, "default_hp_metric": False}})
+            cfg.trainer.logger = dict_to_namespace(tensorboard_logger("lightning_logs", name))
 
 
 def main(argv: list[str] | None = None):

@@ -24,7 +24,7 @@ from .refine import RefineConfig, refine
 from .schedule import DEFAULT_KEYPOINTS
 
 __all__ = ["InitConfig", "VIPaintConfig", "VIPaintOutput", "Initialiser", "vipaint", "hand_made_posterior",
-           "resolve_keypoints", "tuned_for", "TUNABLE"]
+           "resolve_keypoints", "tuned_for", "TUNABLE", "Stages"]
 
 
 @dataclass
@@ -123,7 +123,7 @@ class VIPaintOutput:
     nfe: int                   # network evaluations per image, one sample each (fit, bound estimate, sampling)
 
 
-class _Stages:
+class Stages:
     """Wall seconds per stage into ``timings`` (a dict, or None for no timing). The device is synchronised at
     each boundary only when timing, so that asynchronous GPU work is charged to the stage that queued it."""
 
@@ -178,7 +178,7 @@ def vipaint(prior: Prior, operator: Operator, likelihood, y: Tensor, n_samples: 
     ``refine_trace``: ``refine.refine``'s ``trace``.
     ``timings``: a dict that receives the wall seconds of each stage (init, fit, bound, chain, refine).
     """
-    stages = _Stages(timings, y.device)
+    stages = Stages(timings, y.device)
     B = y.shape[0]
     if posterior is None:
         posterior = hand_made_posterior(prior, operator, y, resolve_keypoints(prior, config), config, generator)

@@ -97,18 +97,13 @@ def ssim(x: Tensor, ref: Tensor, crop_border: bool = True) -> Tensor:
     torchmetrics' value unchanged (``reduction='none'``). Images smaller than the window in
     H or W raise ``ValueError``.
     """
-    from torchmetrics.functional.image import structural_similarity_index_measure
-
     _check_pair(x, ref, "ssim")
     h, w = x.shape[-2:]
     if h < SSIM_KERNEL_SIZE or w < SSIM_KERNEL_SIZE:
         raise ValueError(f"ssim needs images of at least {SSIM_KERNEL_SIZE}x{SSIM_KERNEL_SIZE} "
                          f"pixels (the gaussian window), got {h}x{w}")
     if not crop_border:
-        out = structural_similarity_index_measure(((x + 1) / 2).float(), ((ref + 1) / 2).float(), reduction="none",
-                                                  gaussian_kernel=True, sigma=SSIM_SIGMA, kernel_size=SSIM_KERNEL_SIZE,
-                                                  data_range=1.0)
-        return out.reshape(x.shape[0]).to(x.dtype)
+        return _torchmetrics_ssim(x, ref).reshape(x.shape[0]).to(x.dtype)
     pad = (SSIM_KERNEL_SIZE - 1) // 2
     return ssim_map(x, ref)[..., pad:h - pad, pad:w - pad].flatten(1).mean(dim=1).to(x.dtype)
 
@@ -116,12 +111,16 @@ def ssim(x: Tensor, ref: Tensor, crop_border: bool = True) -> Tensor:
 def ssim_map(x: Tensor, ref: Tensor) -> Tensor:
     """The SSIM map (B, C, H, W) behind ``ssim`` (same window and constants, reflect-padded by torchmetrics),
     for averages over a region (the hole, in ``scoring``)."""
+    return _torchmetrics_ssim(x, ref, return_full_image=True)[1]
+
+
+def _torchmetrics_ssim(x: Tensor, ref: Tensor, **kw):
+    """torchmetrics' SSIM of images in [-1, 1] mapped to [0, 1], with this module's window and constants."""
     from torchmetrics.functional.image import structural_similarity_index_measure
 
-    _, full = structural_similarity_index_measure(((x + 1) / 2).float(), ((ref + 1) / 2).float(), gaussian_kernel=True,
-                                                  sigma=SSIM_SIGMA, kernel_size=SSIM_KERNEL_SIZE, data_range=1.0,
-                                                  reduction="none", return_full_image=True)
-    return full
+    return structural_similarity_index_measure(((x + 1) / 2).float(), ((ref + 1) / 2).float(), gaussian_kernel=True,
+                                               sigma=SSIM_SIGMA, kernel_size=SSIM_KERNEL_SIZE, data_range=1.0,
+                                               reduction="none", **kw)
 
 
 def lpips_distance(

@@ -23,7 +23,7 @@ from torch import Tensor
 from ..baselines import BASELINES, BaselinesConfig
 from ..likelihood import make_likelihood
 from ..operators import OperatorConfig, make_operator
-from ..pipeline import VIPaintConfig, hand_made_posterior, resolve_keypoints, tuned_for, vipaint
+from ..pipeline import Stages, VIPaintConfig, hand_made_posterior, resolve_keypoints, tuned_for, vipaint
 from ..prior import Prior
 from ..priors.external import load_prior
 from ..priors.shipped import DEFAULT_PRIOR
@@ -191,7 +191,7 @@ class Inpainter:
             bound, failed, nfe = {}, {}, nfe_per_sample * self.n_samples
         else:
             lik = make_likelihood(self.config.likelihood, op, self.prior, self._lpips_fn(x.device))
-            t_init = time.perf_counter()
+            stages = Stages(timings, y.device)
             if self.encoder is not None:
                 from amortized.encoder import AmortizedInit
 
@@ -199,9 +199,7 @@ class Inpainter:
             else:
                 init = hand_made_posterior
             posterior = init(self.prior, op, y, self.keypoints, self.config, generator)   # keypoints resolved once
-            if y.device.type == "cuda":
-                torch.cuda.synchronize(y.device)
-            timings["init"] = time.perf_counter() - t_init
+            stages.mark("init")
             res = vipaint(self.prior, op, lik, y, n_samples=self.n_samples, config=self.config, generator=generator,
                           posterior=posterior, callback=callback, on_step=on_step, on_refine_step=on_refine_step,
                           timings=timings)

@@ -19,7 +19,7 @@ import lightning.pytorch as pl
 import torch
 
 __all__ = ["plain", "save_plain_hyperparameters", "cosine_warmup", "warmup_cosine_schedule", "export_at_fit_end",
-           "host_precision", "log_image_grid", "RunConfig"]
+           "host_precision", "log_image_grid", "tensorboard_logger", "RunConfig"]
 
 
 def plain(value: Any) -> Any:
@@ -98,6 +98,12 @@ def log_image_grid(module: pl.LightningModule, tag: str, images, nrow: int) -> N
     exp.add_image(tag, grid, module.global_step)
 
 
+def tensorboard_logger(save_dir: str, name: str | None) -> dict:
+    """The TensorBoard logger of every run (training and ``infer.py``), as a config entry (class_path/init_args)."""
+    return {"class_path": "lightning.pytorch.loggers.TensorBoardLogger",
+            "init_args": {"save_dir": save_dir, "name": name, "default_hp_metric": False}}
+
+
 @dataclass
 class RunConfig:
     """Where a training run keeps what it writes, declared once for every training config (``run:`` in the YAML):
@@ -115,8 +121,7 @@ class RunConfig:
             raise ValueError(f"run.checkpoint_every must be >= 1 training step, got {self.checkpoint_every}")
 
     def logger(self) -> dict:
-        return {"class_path": "lightning.pytorch.loggers.TensorBoardLogger",
-                "init_args": {"save_dir": self.root, "name": self.name, "default_hp_metric": False}}
+        return tensorboard_logger(self.root, self.name)
 
     def callbacks(self) -> list[dict]:
         return [{"class_path": "lightning.pytorch.callbacks.ModelCheckpoint",
