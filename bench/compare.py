@@ -7,7 +7,8 @@
 
 Methods are ``NAME[:BUDGET]``: vipaint2 / vipaint4 (K = 2 / 4 keypoints, the paper's hand-made λ; budget = fit
 iterations), vipaint2_amortized (VIPaint-2 from the amortized encoder's λ, ``amortized/``; the shipped prior's
-encoder), dps, red_diff (budget = steps), repaint (budget = levels of its 250/10/10 grid); no budget = the
+encoder), dps, psld, red_diff, conditional (the model trained for the task, ``--methods conditional:STEPS``;
+budget = steps), repaint (budget = levels of its 250/10/10 grid); no budget = the
 method's default. Every method runs through the one entry point, ``vipaint.Inpainter`` (one per method and
 budget, built once per run and reused for every batch and mask): it fills in the prior's tuned settings (the
 shipped MNIST prior's guidance weight ζ = 2; ``--vipaint-set refine.scale=1`` for the isotropic weight),
@@ -17,7 +18,7 @@ Images: MNIST test digits (first N; with labels for the plausibility score), CIF
 class in turn), or the scikit-image photos (``--data demo``). Masks are seeded per image and identical for every
 method, and so is the observation noise (σ_y = 0.05, drawn from the batch's seed). Every method is scored by
 ``vipaint.evaluation.scoring.score_inpainting`` (MNIST: plausibility by the bench's digit classifier,
-``bench/digit_classifier.py``). Prints a table, writes JSON (default under ``bench/results/``), one row at a
+``bench/classifier.py``; CIFAR-10: its own classifier). Prints a table, writes JSON (default under ``bench/results/``), one row at a
 time; ``--resume`` keeps the rows of an earlier run with the same settings.
 """
 from __future__ import annotations
@@ -37,7 +38,7 @@ from vipaint.atomic import to_jsonable
 from vipaint.baselines import BASELINES, BaselinesConfig
 from vipaint.evaluation.scoring import score_inpainting
 from vipaint.jobs.api import Inpainter
-from vipaint.operators import OperatorConfig
+from vipaint.operators import OperatorConfig, make_operator
 from vipaint.pipeline import VIPaintConfig
 from vipaint.priors.external import load_prior
 from vipaint.schedule import DEFAULT_KEYPOINTS
@@ -45,10 +46,20 @@ from vipaint.schedule import DEFAULT_KEYPOINTS
 DEFAULT_MASKS = {"mnist": "half,box50,strokes,pixels90", "cifar10": "box50,random_boxes,half,strokes",
                  "demo": "box50,half"}
 SIGMA_Y = 0.05
+#: Tasks beyond inpainting, named in ``--masks`` like a mask: their operator, observed with the masks' σ_y. The
+#: whole image is unknown (scored as one hole; consistency through the operator). The blur's std is the authors'
+#: 3 px at 256² scaled to these 28-32 px images and kept visible (a std of 0.4 px would barely blur them).
+BLUR_STD = 1.5
+TASKS = {"blur": OperatorConfig(name="blur", blur_std=BLUR_STD, sigma_y=SIGMA_Y, add_noise=True),
+         "sr2": OperatorConfig(name="super_resolution", sr_factor=2, sigma_y=SIGMA_Y, add_noise=True)}
+INPAINTING = OperatorConfig(sigma_y=SIGMA_Y, add_noise=True)
+#: Methods defined for inpainting only (``baselines``): skipped on ``TASKS``.
+INPAINTING_ONLY = ("repaint", "conditional")
 
 
-def load_images(data: str, n: int, size: int, path: str | None, split: str = "eval") -> tuple[torch.Tensor, torch.Tensor | None]:
-    """n test images at the prior's size, and their labels (MNIST) or None: the first n MNIST test digits, the
+def load_images(data: str, n: int, size: int, path: str | None, split: str = "eval",
+                plausibility: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """n test images at the prior's size, and their labels (MNIST; CIFAR-10 with ``plausibility``) or None: the first n MNIST test digits, the
     CIFAR-10 benchmark split ``split`` (``datamodules.cifar10.bench_images``: held out from the demo set and from
     training's validation images), or the scikit-image photos."""
     if data == "mnist":
@@ -59,7 +70,8 @@ def load_images(data: str, n: int, size: int, path: str | None, split: str = "ev
     if data == "cifar10":
         from datamodules.cifar10 import bench_images
 
-        return bench_images(n, split, zip_path=path)[0], None
+        x, labels, _ = bench_images(n, split, zip_path=path)
+        return x, labels if plausibility else None
     else:
         from datamodules.demo import DemoDataModule
 
@@ -111,10 +123,11 @@ def vipaint_config(name: str, budget: int | None, overrides: list[str]) -> VIPai
     return cfg
 
 
-def make_inpainter(prior, name: str, budget: int | None, samples: int, overrides: list[str]) -> Inpainter:
-    """The one entry point configured for method ``name`` at ``budget``: clean test images observed with noise
-    σ_y, VIPaint-K from the hand-made λ or (``vipaint2_amortized``) from the prior's encoder, or a baseline."""
-    operator = OperatorConfig(sigma_y=SIGMA_Y, add_noise=True)
+def make_inpainter(prior, name: str, budget: int | None, samples: int, overrides: list[str],
+                   operator: OperatorConfig = INPAINTING) -> Inpainter:
+    """The one entry point configured for method ``name`` at ``budget``: clean test images observed through
+    ``operator`` (inpainting by default) with noise σ_y, VIPaint-K from the hand-made λ or
+    (``vipaint2_amortized``) from the prior's encoder, or a baseline."""
     if name in VIPAINT_METHODS:
         cfg = vipaint_config(name, budget, overrides)
         if name.endswith("_amortized"):   # the encoder's λ instead of the hand-made one; its cost is in the seconds
@@ -155,6 +168,8 @@ def add_common_args(ap: argparse.ArgumentParser, out: str | Path) -> None:
     ap.add_argument("--lpips-backbone", default=None, help="LPIPS backbone folder (else $VIPAINT_LPIPS_BACKBONE_DIR)")
     ap.add_argument("--lpips-net", default="alex", help="LPIPS network; 'none' skips LPIPS")
     ap.add_argument("--precision", choices=["32", "bf16"], default="32", help="network precision (autocast)")
+    ap.add_argument("--plausibility", action="store_true", help="CIFAR-10: score plausibility with the bench's own "
+                                                               "classifier (bench/classifier.py; always on for MNIST)")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--out", default=str(out), help="result path (default: %(default)s)")
 
@@ -163,13 +178,14 @@ def setup(args):
     """(device, prior, images, labels or None, classify function or None)."""
     device = torch.device(args.device)
     prior = load_prior(args.prior, precision=args.precision).to(device)
-    x, labels = load_images(args.data, args.n_images, prior.image_shape[-1], args.data_path, args.split)
+    x, labels = load_images(args.data, args.n_images, prior.image_shape[-1], args.data_path, args.split,
+                            args.plausibility)
     classify = None
     if labels is not None:
-        from bench.digit_classifier import load_or_train
+        from bench.classifier import load_or_train
 
-        clf, info = load_or_train(args.data_path)
-        print(f"digit classifier: clean test accuracy {info['test_accuracy']:.4f}", flush=True)
+        clf, info = load_or_train(args.data, args.data_path)
+        print(f"{args.data} classifier: clean test accuracy {info['test_accuracy']:.4f}", flush=True)
         classify = lambda im: clf.classify(im.cpu())  # noqa: E731
     return device, prior, x, labels, classify
 
@@ -178,7 +194,12 @@ def evaluate(args, device, solver: Inpainter, x_all, labels, classify, name: str
              mask: str) -> dict:
     """One method (its ``Inpainter``) on one mask over all images: mean scores, seconds and NFE per image."""
     size = solver.prior.image_shape[-1]
-    keep_all = masks_for(mask, len(x_all), size, args.seed)
+    task = mask in TASKS
+    keep_all = torch.zeros(len(x_all), 1, size, size) if task else masks_for(mask, len(x_all), size, args.seed)
+    observe = None
+    if task:
+        op = make_operator(solver.operator)
+        observe = lambda im: op.to_image(op.forward(im))  # noqa: E731
     scores, seconds, nfe, failed = [], 0.0, 0.0, 0
     for i in range(0, len(x_all), args.batch):
         x, keep = x_all[i:i + args.batch].to(device), keep_all[i:i + args.batch].to(device)
@@ -186,7 +207,7 @@ def evaluate(args, device, solver: Inpainter, x_all, labels, classify, name: str
         if device.type == "cuda":
             torch.cuda.synchronize()
         t0 = time.perf_counter()
-        res = solver(x, keep, gen)
+        res = solver(x, None if task else keep, gen)
         if device.type == "cuda":
             torch.cuda.synchronize()
         seconds += time.perf_counter() - t0
@@ -194,7 +215,8 @@ def evaluate(args, device, solver: Inpainter, x_all, labels, classify, name: str
         failed += len(res.failed)
         lab = None if labels is None else labels[i:i + args.batch]
         scores.append(score_inpainting(res.samples.cpu(), x.cpu(), res.y_image.cpu(), keep.cpu(), classify, lab,
-                                       None if args.lpips_net == "none" else args.lpips_net, args.lpips_backbone))
+                                       None if args.lpips_net == "none" else args.lpips_net, args.lpips_backbone,
+                                       observe))
     merged = {k: torch.cat([sc[k] for sc in scores]) for k in scores[0]}
     row = {"method": name, "budget": budget, "mask": mask, **{k: float(v.mean()) for k, v in merged.items()},
            "seconds_per_image": seconds / len(x_all), "nfe_per_image": nfe / len(x_all), "failed_images": failed,
@@ -242,8 +264,8 @@ def table(rows: list[dict]) -> str:
 
 LABELS = {"vipaint2": "VIPaint-2, hand-made init (paper)", "vipaint2_amortized": "VIPaint-2, amortized init (default)",
           "vipaint4": "VIPaint-4, hand-made init", "dps": "DPS", "psld": "PSLD", "red_diff": "RED-diff",
-          "repaint": "RePaint", "mean_fill": "mean-colour fill"}
-UNITS = {"dps": "steps", "psld": "steps", "red_diff": "steps", "repaint": "levels"}
+          "repaint": "RePaint", "mean_fill": "mean-colour fill", "conditional": "conditional DDPM (trained for the task)"}
+UNITS = {"dps": "steps", "psld": "steps", "red_diff": "steps", "repaint": "levels", "conditional": "steps"}
 
 
 def _budget(r: dict) -> str:
@@ -313,13 +335,19 @@ def _within(old, new) -> bool:
 def measure(args, device, prior, x_all, labels, classify, specs, report: dict, out: Path) -> list[dict]:
     """Each (method, budget, mask) of ``specs`` in turn: kept from ``out`` with ``--resume`` when measured there with
     the same settings, else evaluated; ``report`` is written after every row, so a long run that stops keeps what
-    it measured. One ``Inpainter`` per (method, budget), built on first use and reused for every later mask."""
+    it measured. One ``Inpainter`` per (method, budget, operator), built on first use and reused for every later
+    mask. Inpainting-only methods are skipped on ``TASKS``."""
     done = finished_rows(out, report) if args.resume else {}
-    solvers: dict[tuple[str, int | None], Inpainter] = {}
+    solvers: dict[tuple[str, int | None, str], Inpainter] = {}
     for name, budget, mask in specs:
-        if (name, budget) not in solvers:
-            solvers[(name, budget)] = make_inpainter(prior, name, budget, args.samples, args.vipaint_set).to(device)
-        solver = solvers[(name, budget)]
+        if mask in TASKS and name in INPAINTING_ONLY:
+            print(f"{name} skipped on {mask}: it is defined for inpainting only", flush=True)
+            continue
+        operator = TASKS.get(mask, INPAINTING)
+        key = (name, budget, operator.name)
+        if key not in solvers:
+            solvers[key] = make_inpainter(prior, name, budget, args.samples, args.vipaint_set, operator).to(device)
+        solver = solvers[key]
         row = done.get((name, budget, mask))
         if row is not None and not _within(row.get("settings"), settings_of(solver)):
             raise SystemExit(f"--resume: the row {name}:{budget} on {mask} in {out} was measured with other settings "
@@ -335,7 +363,8 @@ def measure(args, device, prior, x_all, labels, classify, specs, report: dict, o
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--methods", default="vipaint2,vipaint4,dps,red_diff,repaint")
-    ap.add_argument("--masks", default=None, help=f"comma-separated of {', '.join(PRESETS)}, mix4 (default per data set)")
+    ap.add_argument("--masks", default=None, help=f"comma-separated of {', '.join(PRESETS)}, mix4, or the tasks "
+                                                  f"{', '.join(TASKS)} (default per data set)")
     ap.add_argument("--batch", type=int, default=8, help="images fitted / sampled together")
     ap.add_argument("--samples", type=int, default=4)
     ap.add_argument("--vipaint-set", nargs="*", default=[], metavar="SECTION.FIELD=VALUE")

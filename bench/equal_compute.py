@@ -7,7 +7,8 @@ Budgets (default, spanning about 0.5-10 s per digit on a 2-core CPU): VIPaint-2 
 and 0 / 10 / 25 from the amortized encoder's λ; DPS steps 50 / 100 / 250; RED-diff steps 25 / 100 / 400;
 RePaint levels 15 / 25 / 50. Every point is ``bench.compare``'s ``evaluate`` through ``vipaint.Inpainter`` (same
 digits, masks, noise and scoring). Writes ``<out>.json`` and ``<out>.png`` (default under ``bench/results/``;
-one curve per method; MNIST: plausibility, else PSNR in the hole) and prints the table. The question: at the
+one curve per method; ``--metric``, by default plausibility where a classifier scores, else LPIPS, else PSNR in
+the hole) and prints the table. The question: at the
 same wall time per image, which method wins?
 """
 from __future__ import annotations
@@ -59,6 +60,8 @@ def main(argv=None) -> None:
     ap.add_argument("--vipaint-set", nargs="*", default=[])
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--resume", action="store_true", help="keep the points of <out>.json measured with the same settings")
+    ap.add_argument("--metric", default=None, help="the plotted score (a row key, e.g. lpips_mean, energy_score); "
+                                                   "default: plausibility where labelled, else LPIPS, else PSNR in the hole")
     add_common_args(ap, RESULTS / "equal_compute")
     args = ap.parse_args(argv)
     device, prior, x_all, labels, classify = setup(args)
@@ -67,7 +70,8 @@ def main(argv=None) -> None:
     specs = [(*parse_method(f"{method}:{b}"), args.mask) for item in args.budgets.split()
              for method, _, budgets in [item.partition("=")] for b in budgets.split(",")]
     rows = measure(args, device, prior, x_all, labels, classify, specs, report, out)
-    metric = "plausibility_mean" if labels is not None else "psnr_hole"
+    metric = args.metric or ("plausibility_mean" if labels is not None else
+                             "lpips_mean" if "lpips_mean" in rows[0] else "psnr_hole")
     plot(rows, metric, f"{args.out}.png", len(x_all))
     print("\n" + table(rows) + f"\n\nwrote {out} and {args.out}.png")
 

@@ -167,3 +167,36 @@ def test_readme_lists_which_file_backs_which_table():
     for line in readme.splitlines():
         missing = names(line) - kept
         assert not missing or "deleted" in line, line
+
+
+def test_deblurring_and_super_resolution_run_as_tasks(tmp_path, tiny_unet_dir):
+    out = tmp_path / "tasks.json"
+    args = _args(tiny_unet_dir, out, "--methods", "vipaint2:1,dps:2,repaint:2,mean_fill")
+    args[args.index("--masks") + 1] = "blur,sr2"
+    compare.main(args)
+    rows = json.loads(out.read_text())["rows"]
+    assert [(r["method"], r["mask"]) for r in rows] == [("vipaint2", "blur"), ("dps", "blur"), ("mean_fill", "blur"),
+                                                         ("vipaint2", "sr2"), ("dps", "sr2"), ("mean_fill", "sr2")]
+    assert rows[0]["settings"]["likelihood"] and rows[0]["nfe_per_image"] > 0
+    # The floor returns the observation as an image: seen through the operator again it is blurred twice (blur,
+    # A y != y) or exactly y (sr2: box-averaging the nearest-upsampled y gives y back).
+    floor_blur, floor_sr = rows[2], rows[5]
+    assert floor_sr["consistency_rms"] < 1e-6 < floor_blur["consistency_rms"]
+
+
+def test_ablations_change_one_setting_each_pair_with_the_defaults_and_resume(tmp_path, tiny_unet_dir):
+    from bench import ablations
+
+    out = tmp_path / "abl.json"
+    args = ["--prior", str(tiny_unet_dir), "--data", "demo", "--n-images", "2", "--batch", "2", "--samples", "2",
+            "--masks", "half", "--lpips-net", "none", "--out", str(out), "--variants", "default,K1,no_hier_kl"]
+    ablations.main([*args[:-1], "default,K1"])
+    first = json.loads(out.read_text())["rows"]
+    assert [r["variant"] for r in first] == ["default", "K1"]
+    assert first[0]["settings"]["keypoints"] == [550, 400] and first[1]["settings"]["keypoints"] == [400]
+    assert first[1]["nfe_per_image"] < first[0]["nfe_per_image"]      # one keypoint fewer in every fit iteration
+    ablations.main([*args, "--resume"])
+    rows = json.loads(out.read_text())["rows"]
+    assert rows[:2] == first and rows[2]["settings"]["fit"]["beta_hier"] == 0
+    table = ablations.readme_table(json.loads(out.read_text()))
+    assert table.count("\n") == 4 and "no KL between keypoints" in table   # header, rule, three variants

@@ -56,3 +56,23 @@ def test_plausibility_counts_correct_labels():
 def test_lpips_ready_shapes():
     assert lpips_ready(torch.zeros(5, 1, 28, 28)).shape == (5, 3, 64, 64)
     assert lpips_ready(torch.zeros(5, 3, 128, 96)).shape == (5, 3, 128, 96)
+
+
+def test_other_operators_score_the_whole_image_and_consistency_through_the_operator():
+    from vipaint.operators import SuperResolution
+
+    g = torch.Generator().manual_seed(1)
+    x = torch.rand(2, 1, 8, 8, generator=g) * 2 - 1
+    op = SuperResolution(2)
+    y_low = op.forward(x) + 0.05 * torch.randn(2, 1, 4, 4, generator=g)
+    y = op.to_image(y_low)
+    s = x.unsqueeze(1).repeat(1, 2, 1, 1, 1)
+    s[:, 1] += 0.2                                     # sample 1 off everywhere, so also through A
+    out = score_inpainting(s, x, y, torch.zeros(2, 1, 8, 8), lpips_net=None,
+                           observe=lambda im: op.to_image(op.forward(im)))
+    # The hole is the whole image: sample 0 exact, sample 1 off by 0.2 -> MSE 0.02 on average over the two.
+    assert torch.allclose(out["psnr_hole"], 0.5 * (10 * torch.log10(torch.tensor(4 / 1e-10)) +
+                                                   10 * math.log10(4 / 0.04)), atol=1e-3)
+    rms0 = ((op.forward(x) - y_low) ** 2).flatten(1).mean(1).sqrt()
+    rms1 = ((op.forward(x) + 0.2 - y_low) ** 2).flatten(1).mean(1).sqrt()
+    assert torch.allclose(out["consistency_rms"], (rms0 + rms1) / 2, atol=1e-6)

@@ -26,7 +26,7 @@ import train  # noqa: E402
 
 CONFIGS = ROOT / "configs"
 TRAIN_CONFIGS = sorted(p.name for p in CONFIGS.glob("*.yaml") if p.name.startswith(("prior_", "amortized_",
-                                                                                     "autoencoder_")))
+                                                                                     "autoencoder_", "conditional_")))
 FAST = ["--trainer.max_steps", "2", "--trainer.limit_val_batches", "1", "--trainer.val_check_interval", "1",
         "--trainer.enable_progress_bar", "false", "--data.init_args.batch_size", "4", "--data.init_args.val_limit", "4"]
 TINY_UNET = ["--model.init_args.block_out_channels", "[8, 16]", "--model.init_args.layers_per_block", "1",
@@ -62,6 +62,8 @@ def fake_cifar(tmp_path, monkeypatch) -> Path:
 def _overrides(name: str, tiny_unet_dir: Path) -> list[str]:
     if name.startswith("autoencoder_"):
         return TINY_AE
+    if name.startswith("conditional_"):
+        return [*TINY_UNET[:6], "--model.init_args.n_val_fills", "2"]
     if name.startswith("prior_"):
         extra = ["--data.init_args.num_workers", "0"] if "cifar10" in name else []
         if "latent" in name:   # the tiny autoencoder trained just before (configs are run in sorted order)

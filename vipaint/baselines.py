@@ -21,6 +21,9 @@ RePaint     DDPM step for the hole, the forward-noised y pasted on observed pixe
             (Lugmayr et al. CVPR 2022; inpainting with pixel priors only)
 mean_fill   the hole filled with the mean colour of the observed pixels (inpainting; the   0
             floor any method must beat); other operators: the observation as an image
+conditional DDIM(η) with a network trained for the task, ε̂(z_t, t | y, m) (a conditional      ``n_steps`` fwd
+            DDPM, ``priors.conditional``; Saharia et al. 2022's Palette in spirit): not     (default 50)
+            training-free, so inpainting only, on the mask families it was trained on
 ==========  ===========================================================================  ==================
 """
 from __future__ import annotations
@@ -33,10 +36,11 @@ from torch import Tensor
 from .rng import randn_like
 from .operators import Inpainting, Operator, repeat_observation
 from .prior import Prior
-from .schedule import ddim_std, ddim_step_mean, q_sample
+from .schedule import ddim_sample, ddim_std, ddim_step_mean, q_sample
 
-__all__ = ["DPSConfig", "PSLDConfig", "REDDiffConfig", "RePaintConfig", "MeanFillConfig", "BaselinesConfig", "dps",
-           "psld", "red_diff", "repaint", "mean_fill", "repaint_schedule", "BASELINES"]
+__all__ = ["DPSConfig", "PSLDConfig", "REDDiffConfig", "RePaintConfig", "MeanFillConfig", "ConditionalConfig",
+           "BaselinesConfig", "dps", "psld", "red_diff", "repaint", "mean_fill", "conditional", "repaint_schedule",
+           "BASELINES"]
 
 
 def _finish(prior: Prior, x: Tensor, B: int, n: int) -> Tensor:
@@ -273,8 +277,56 @@ def mean_fill(prior: Prior, operator: Operator, y: Tensor, n_samples: int = 4, c
                    y.shape[0], n_samples), 0
 
 
+@dataclass
+class ConditionalConfig:
+    """A conditional DDPM trained for inpainting (``priors.conditional``).
+
+    Args:
+        weights: the model: a shipped name ("vipaint-mnist-inpaint"), a local folder or a hub id.
+        n_steps: DDIM steps on a strided grid from T-1 to 0.
+        eta: DDIM stochasticity. 0 (DDIM; the samples differ by their starting noise): with the exact denoiser of a
+            Gaussian it draws the posterior's moments on 100 steps, where ancestral steps (1) lose 12% of the
+            variance (``tests/test_conditional.py``).
+    """
+
+    weights: str = "vipaint-mnist-inpaint"
+    n_steps: int = 50
+    eta: float = 0.0
+
+    def __post_init__(self):
+        if self.n_steps < 1 or not 0.0 <= self.eta <= 1.0:
+            raise ValueError(f"conditional needs n_steps >= 1 and eta in [0, 1], got {self}")
+
+
+def conditional(prior: Prior | None, operator: Operator, y: Tensor, n_samples: int = 4,
+                config: ConditionalConfig = ConditionalConfig(), generator: torch.Generator | None = None,
+                model=None) -> tuple[Tensor, int]:
+    """Samples of the conditional model ``model`` (a ``priors.conditional.ConditionalDenoiser``: ε̂(z_t, t, cond),
+    with its own ``schedule`` and ``output_range``) given cond = (y, m); ``prior`` is not used (the model is its
+    own prior). ``Inpainter`` loads ``model`` from ``config.weights``. Each step: one forward."""
+    if not isinstance(operator, Inpainting):
+        raise ValueError("the conditional model was trained for inpainting only: it cannot take this operator "
+                         "without retraining; use vipaint or dps")
+    if model is None:
+        raise ValueError("conditional needs its network (model=): Inpainter(method='conditional') loads it")
+    yy, op = repeat_observation(y, operator, n_samples)
+    cond = torch.cat([op.adjoint(yy), op.valid(yy)], 1)
+    sched = model.schedule
+
+    def denoise(z, t):
+        ab = sched.alpha_bar(t).to(z.device, z.dtype)
+        eps = model(z, t, cond)
+        return (z - (1 - ab).sqrt() * eps) / ab.sqrt(), eps
+
+    with torch.no_grad():
+        x0 = ddim_sample(denoise, sched, randn_like(yy, generator), config.n_steps, clip=model.output_range,
+                         eta=config.eta, generator=generator)
+    return x0.reshape(y.shape[0], n_samples, *x0.shape[1:]), len(sched.strided(sched.T - 1, config.n_steps))
+
+
 BASELINES = {"dps": (dps, DPSConfig), "psld": (psld, PSLDConfig), "red_diff": (red_diff, REDDiffConfig),
-             "repaint": (repaint, RePaintConfig), "mean_fill": (mean_fill, MeanFillConfig)}
+             "repaint": (repaint, RePaintConfig), "mean_fill": (mean_fill, MeanFillConfig),
+             "conditional": (conditional, ConditionalConfig)}
 
 
 @dataclass
@@ -288,6 +340,7 @@ class BaselinesConfig:
         red_diff: settings of "red_diff".
         repaint: settings of "repaint".
         mean_fill: settings of "mean_fill" (none).
+        conditional: settings of "conditional" (the model trained for the task).
     """
 
     dps: DPSConfig = field(default_factory=DPSConfig)
@@ -295,3 +348,4 @@ class BaselinesConfig:
     red_diff: REDDiffConfig = field(default_factory=REDDiffConfig)
     repaint: RePaintConfig = field(default_factory=RePaintConfig)
     mean_fill: MeanFillConfig = field(default_factory=MeanFillConfig)
+    conditional: ConditionalConfig = field(default_factory=ConditionalConfig)

@@ -29,6 +29,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from .rng import randn_like
+
 __all__ = [
     "NoiseSchedule",
     "linear_alphas_cumprod",
@@ -153,8 +155,10 @@ def ddim_step_mean(x0_hat: Tensor, eps_hat: Tensor, alpha_bar_s: Tensor, std: Te
     return a * x0_hat + b * eps_hat
 
 
-def ddim_sample(denoise, schedule: "NoiseSchedule", z: Tensor, steps: int, clip: tuple[float, float] | None = (-1.0, 1.0)) -> Tensor:
-    r"""Deterministic DDIM (η = 0) from noise ``z`` at t = T-1 down to x̂_0 in ``steps`` strided steps.
+def ddim_sample(denoise, schedule: "NoiseSchedule", z: Tensor, steps: int, clip: tuple[float, float] | None = (-1.0, 1.0),
+                eta: float = 0.0, generator: torch.Generator | None = None) -> Tensor:
+    r"""DDIM(η) from noise ``z`` at t = T-1 down to x̂_0 in ``steps`` strided steps: deterministic at η = 0 (the
+    default), DDPM-like ancestral at η = 1 (fresh noise of std ``ddim_std`` at each step, from ``generator``).
 
     ``denoise(z_t, t) -> (x̂_0, ε̂)``. With ``clip`` (diffusers' ``clip_sample``, on by default for DDPM pixel
     models) x̂_0 is clipped to the data range and ε̂ re-derived from it: near t = T, α_t ≈ 0.006 turns any ε̂
@@ -170,8 +174,10 @@ def ddim_sample(denoise, schedule: "NoiseSchedule", z: Tensor, steps: int, clip:
             eps = (z - ab.sqrt() * x0) / (1 - ab).sqrt()
         if j + 1 < len(ts):
             ab_s = schedule.alpha_bar(ts[j + 1])
-            std = ddim_std(schedule.alpha_bar(t), ab_s, 0.0)
+            std = ddim_std(schedule.alpha_bar(t), ab_s, eta)
             z = ddim_step_mean(x0, eps, ab_s.to(z.device), std.to(z.device))
+            if eta > 0:
+                z = z + std.to(z.device, z.dtype) * randn_like(z, generator)
     return x0
 
 

@@ -1,4 +1,5 @@
-"""The benchmarks' one scoring function for inpainting samples: every method is scored by ``score_inpainting``.
+"""The benchmarks' one scoring function for restoration samples: every method is scored by ``score_inpainting``
+(inpainting; deblurring and super-resolution score the whole image as the hole, ``observe`` for consistency).
 
 Inputs: ``samples`` (B, N, C, H, W) raw samples in [-1, 1], ground truth ``x`` (B, C, H, W), observation
 ``y`` (B, C, H, W, the observed pixels of x plus noise), ``keep_mask`` (B, 1, H, W), 1 = observed.
@@ -16,7 +17,9 @@ Every score is per image, (B,):
                        (LPIPS backbones pool by 16-32x: 28x28 would leave nothing in the deep layers)
 ``diversity_hole``     mean pairwise RMS distance between the N samples over the missing pixels
 ``consistency_rms``    RMS of (raw sample - y) over the observed pixels, mean over samples: how tightly
-                       the sample itself, before compositing, agrees with what was observed
+                       the sample itself, before compositing, agrees with what was observed; for other
+                       operators (``observe``, with an all-zero ``keep_mask``: every pixel is unknown) the RMS
+                       of observe(sample) - y over the whole image
 ``energy_score``       the energy score of the N samples in the hole (RMS units; ``evaluation.proper``): a
                        proper scoring rule, lower is better; rewards spread only where the truth is uncertain
 ``coverage_50/_90``    share of hole pixels whose truth lies in the samples' central 50% / 90% interval
@@ -45,9 +48,11 @@ SATURATED = 0.98   # |x| at or above this counts as at the clamp
 @torch.no_grad()
 def score_inpainting(samples: Tensor, x: Tensor, y: Tensor, keep_mask: Tensor,
                      classify: Callable[[Tensor], Tensor] | None = None, labels: Tensor | None = None,
-                     lpips_net: str | None = "alex", lpips_backbone: str | os.PathLike | None = None) -> dict[str, Tensor]:
+                     lpips_net: str | None = "alex", lpips_backbone: str | os.PathLike | None = None,
+                     observe: Callable[[Tensor], Tensor] | None = None) -> dict[str, Tensor]:
     """Score N samples per image (module docstring); ``classify`` maps (M, C, H, W) images to (M,) labels.
-    ``lpips_net=None`` skips LPIPS."""
+    ``lpips_net=None`` skips LPIPS. ``observe``: for deblurring or super-resolution, the observation of an image
+    batch (M, C, H, W) as an image like ``y`` (``Operator.to_image(Operator.forward(.))``); None: inpainting."""
     if samples.dim() != 5 or samples.shape[0] != x.shape[0] or samples.shape[2:] != x.shape[1:]:
         raise ValueError(f"samples must be (B, N, C, H, W) matching x {tuple(x.shape)}, got {tuple(samples.shape)}")
     B, N = samples.shape[:2]
@@ -64,7 +69,11 @@ def score_inpainting(samples: Tensor, x: Tensor, y: Tensor, keep_mask: Tensor,
     refs = x.unsqueeze(1).expand_as(comp).reshape(B * N, *x.shape[1:])
     smap = ssim_map(flat, refs).reshape(B, N, *x.shape[1:])
     out["ssim_hole"] = ((smap * hole).flatten(2).sum(2) / n_hole).mean(1)
-    consistency = ((samples - y.unsqueeze(1)) ** 2 * obs).flatten(2).sum(2) / n_obs
+    if observe is None:
+        consistency = ((samples - y.unsqueeze(1)) ** 2 * obs).flatten(2).sum(2) / n_obs
+    else:
+        seen = observe(samples.reshape(B * N, *samples.shape[2:])).reshape(B, N, *y.shape[1:])
+        consistency = ((seen - y.unsqueeze(1)) ** 2).flatten(2).mean(2)
     out["consistency_rms"] = consistency.sqrt().mean(1)
     out["saturated_hole"] = (((samples.abs() >= SATURATED) * hole).flatten(2).sum(2) / n_hole).mean(1)
     if N >= 2:

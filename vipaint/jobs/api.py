@@ -90,10 +90,25 @@ class Inpainter:
         self.config = tuned_for(vipaint, self.prior.tuned)
         self.keypoints = resolve_keypoints(self.prior, self.config)
         self.baseline = None if method == "vipaint" else (BASELINES[method][0], getattr(baselines, method))
+        self.model = self._conditional_model() if method == "conditional" else None
         self.encoder_path = encoder
         self.encoder = self._encoder(init, encoder) if method == "vipaint" else None
         self.init = "hand" if self.encoder is None else "amortized"
         self._lpips = None
+
+    def _conditional_model(self):
+        """The network of method "conditional", loaded once from its ``weights`` and bound to the sampler."""
+        from functools import partial
+
+        from ..priors.conditional import load_conditional
+
+        fn, cfg = self.baseline
+        model = load_conditional(cfg.weights)
+        if model.image_shape != tuple(self.prior.image_shape):
+            raise ValueError(f"the conditional model '{cfg.weights}' makes {model.image_shape} images, the prior "
+                             f"{tuple(self.prior.image_shape)}: use the prior it was trained beside")
+        self.baseline = (partial(fn, model=model), cfg)
+        return model
 
     def _encoder(self, init: str, path: str | None):
         if init == "hand":
@@ -113,8 +128,9 @@ class Inpainter:
 
     def to(self, device: torch.device | str) -> "Inpainter":
         self.prior.to(device)
-        if self.encoder is not None:
-            self.encoder.to(device)
+        for module in (self.encoder, self.model):
+            if module is not None:
+                module.to(device)
         return self
 
     @property
@@ -138,7 +154,7 @@ class Inpainter:
     def fingerprint(self) -> str:
         """A short hash of ``settings()`` and the prior's (and encoder's) weights: equal fingerprints, equal runs."""
         h = hashlib.sha256(json.dumps(self.settings(), sort_keys=True, default=str).encode())
-        for module in (self.prior, self.encoder):
+        for module in (self.prior, self.encoder, self.model):
             for name, tensor in (module.state_dict().items() if module is not None else ()):
                 h.update(name.encode())
                 h.update(tensor.detach().to("cpu").contiguous().view(torch.uint8).numpy().tobytes())

@@ -39,7 +39,8 @@ class VIPaintModule(pl.LightningModule):
         prior: the diffusion prior (``vipaint.priors.external.PixelPrior``/``LatentPrior`` or any ``Prior``);
             default: the shipped MNIST prior ("vipaint-mnist").
         method: "vipaint", or a baseline in the same harness (``baselines.BASELINES``: "dps", "psld", "red_diff",
-            "repaint", "mean_fill"); checked by ``Inpainter``.
+            "repaint", "mean_fill", "conditional": a model trained for the task, ``baselines.conditional.weights``);
+            checked by ``Inpainter``.
         vipaint: VIPaint's settings (keypoints, init, likelihood, fit, refinement): ``pipeline.VIPaintConfig``.
             Settings left null take the values tuned for the prior (shipped beside its weights).
         baselines: each baseline's settings; only ``method``'s is used: ``baselines.BaselinesConfig``.

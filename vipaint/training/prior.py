@@ -22,6 +22,8 @@ TensorBoard at every validation.
 from __future__ import annotations
 
 import copy
+import importlib
+import inspect
 import math
 from pathlib import Path
 
@@ -36,13 +38,15 @@ __all__ = ["PriorTrainingModule", "build_unet", "export_checkpoint", "sample_tim
 
 
 def build_unet(image_size: int, channels: int, block_out_channels: list[int], layers_per_block: int,
-               attention_levels: list[int]):
-    """A diffusers ``UNet2DModel``, attention at the listed resolution levels (0 = full resolution)."""
+               attention_levels: list[int], in_channels: int | None = None):
+    """A diffusers ``UNet2DModel``, attention at the listed resolution levels (0 = full resolution);
+    ``in_channels`` (default ``channels``) larger for a conditional model's extra input channels."""
     from diffusers import UNet2DModel
 
     levels = range(len(block_out_channels))
     return UNet2DModel(
-        sample_size=image_size, in_channels=channels, out_channels=channels, layers_per_block=layers_per_block,
+        sample_size=image_size, in_channels=in_channels or channels, out_channels=channels,
+        layers_per_block=layers_per_block,
         block_out_channels=tuple(block_out_channels), norm_num_groups=min(32, block_out_channels[0]),
         down_block_types=tuple("AttnDownBlock2D" if i in attention_levels else "DownBlock2D" for i in levels),
         up_block_types=tuple("AttnUpBlock2D" if i in attention_levels else "UpBlock2D" for i in reversed(levels)))
@@ -92,7 +96,8 @@ class PriorTrainingModule(pl.LightningModule):
         if export_dtype not in ("float32", "float16"):
             raise ValueError(f"export_dtype must be 'float32' or 'float16', got {export_dtype!r}")
         self.save_hyperparameters()
-        self.unet = build_unet(image_size, channels, block_out_channels, layers_per_block, attention_levels)
+        self.unet = build_unet(image_size, channels, block_out_channels, layers_per_block, attention_levels,
+                               in_channels=channels + self.condition_channels(channels))
         if init_from:
             self._warm_start(init_from)
         self.ema = copy.deepcopy(self.unet).requires_grad_(False)
@@ -141,7 +146,22 @@ class PriorTrainingModule(pl.LightningModule):
         with torch.no_grad():
             return vae.encode(x).latent_dist.mean * vae.config.scaling_factor
 
-    def loss(self, x0: torch.Tensor, unet=None, t: torch.Tensor | None = None) -> torch.Tensor:
+    @staticmethod
+    def condition_channels(channels: int) -> int:
+        """Extra input channels beside z_t: none for a prior (``conditional.ConditionalPriorModule`` adds some)."""
+        return 0
+
+    def condition(self, batch: dict, x0: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor | None:
+        """What the network sees beside z_t, concatenated on channels: nothing for an unconditional prior."""
+        return None
+
+    @staticmethod
+    def eps(unet, z_t: torch.Tensor, t: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
+        """ε̂(z_t, t), the condition (if any) concatenated to z_t on channels."""
+        return unet(z_t if cond is None else torch.cat([z_t, cond], 1), t).sample.float()
+
+    def loss(self, x0: torch.Tensor, unet=None, t: torch.Tensor | None = None,
+             cond: torch.Tensor | None = None) -> torch.Tensor:
         """ε-MSE per element, averaged over the batch (Ho et al. eq. 14)."""
         unet = unet or self.unet
         if t is None:
@@ -149,11 +169,11 @@ class PriorTrainingModule(pl.LightningModule):
                                  x0.device)
         eps = torch.randn_like(x0)
         ab = self.alphas_cumprod[t].reshape(-1, 1, 1, 1)
-        z_t = q_sample(x0, eps, ab)
-        return F.mse_loss(unet(z_t, t).sample.float(), eps)
+        return F.mse_loss(self.eps(unet, q_sample(x0, eps, ab), t, cond), eps)
 
     def training_step(self, batch, batch_idx):
-        loss = self.loss(self.to_latent(batch["x"]))
+        x0 = self.to_latent(batch["x"])
+        loss = self.loss(x0, cond=self.condition(batch, x0))
         self.log("train/loss", loss, prog_bar=True)
         return loss
 
@@ -175,11 +195,12 @@ class PriorTrainingModule(pl.LightningModule):
         # Fixed t's and noise, so the curve shows the model, not the draw.
         x0 = self.to_latent(batch["x"])
         g = torch.Generator(device="cpu").manual_seed(batch_idx)
+        cond = self.condition(batch, x0, g)
         for t_val in (50, 200, 400, 550, 800):
             t = torch.full((x0.shape[0],), t_val, device=x0.device, dtype=torch.long)
             eps = torch.randn(x0.shape, generator=g).to(x0.device)
             ab = self.alphas_cumprod[t].reshape(-1, 1, 1, 1)
-            mse = F.mse_loss(self.ema(q_sample(x0, eps, ab), t).sample.float(), eps)
+            mse = F.mse_loss(self.eps(self.ema, q_sample(x0, eps, ab), t, cond), eps)
             self.log(f"val/eps_mse_ema_t{t_val}", mse, sync_dist=True, batch_size=x0.shape[0])
 
     def on_validation_epoch_end(self) -> None:
@@ -233,14 +254,30 @@ class PriorTrainingModule(pl.LightningModule):
         return path
 
 
+def _module_class(class_path: str | None) -> type[PriorTrainingModule]:
+    """The training module a checkpoint names (LightningCLI's ``_class_path``): this class or a subclass of it, such
+    as ``conditional.ConditionalPriorModule``; this class for checkpoints that name none or an older path."""
+    module, _, name = (class_path or "").rpartition(".")
+    try:
+        cls = getattr(importlib.import_module(module), name) if module else PriorTrainingModule
+    except (ImportError, AttributeError):   # a path from before a move: the weights are still a prior's
+        return PriorTrainingModule
+    if not (isinstance(cls, type) and issubclass(cls, PriorTrainingModule)):
+        raise ValueError(f"the checkpoint was written by {class_path}, not a diffusion prior's training module; "
+                         "export it with its own module")
+    return cls
+
+
 def export_checkpoint(ckpt_path: str, out_dir: str, dtype: str | None = None) -> Path:
     """Export the EMA weights of a training checkpoint (e.g. ``runs/prior_mnist/checkpoints/last.ckpt``).
 
     The module is rebuilt from the checkpoint's hyperparameters rather than through ``load_from_checkpoint``, which
     refuses a checkpoint naming another class path (runs from before the move to ``vipaint.training``)."""
     ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=False)
-    hp = {k: v for k, v in ckpt["hyper_parameters"].items() if not k.startswith("_")}
-    module = PriorTrainingModule(**hp)
+    cls = _module_class(ckpt["hyper_parameters"].get("_class_path"))
+    # Lightning saves the init arguments of the whole class chain; a subclass fixes some of its parent's.
+    accepted = inspect.signature(cls).parameters
+    module = cls(**{k: v for k, v in ckpt["hyper_parameters"].items() if k in accepted})
     module.load_state_dict(ckpt["state_dict"])
     if dtype:
         module.hparams.export_dtype = dtype
