@@ -36,6 +36,8 @@ from bench.report import RESULTS, header, write_json
 from datamodules.masks import MIX4, PRESETS
 from vipaint.atomic import to_jsonable
 from vipaint.baselines import BASELINES, BaselinesConfig
+from vipaint.evaluation.kid import kid, vgg_features
+from vipaint.evaluation.metrics import composite
 from vipaint.evaluation.scoring import score_inpainting
 from vipaint.jobs.api import Inpainter
 from vipaint.operators import OperatorConfig, make_operator
@@ -168,6 +170,8 @@ def add_common_args(ap: argparse.ArgumentParser, out: str | Path) -> None:
     ap.add_argument("--lpips-backbone", default=None, help="LPIPS backbone folder (else $VIPAINT_LPIPS_BACKBONE_DIR)")
     ap.add_argument("--lpips-net", default="alex", help="LPIPS network; 'none' skips LPIPS")
     ap.add_argument("--precision", choices=["32", "bf16"], default="32", help="network precision (autocast)")
+    ap.add_argument("--kid", action="store_true", help="CIFAR-10: KID (VGG features) of the composited samples "
+                                                      "against the dev split's 900 images")
     ap.add_argument("--plausibility", action="store_true", help="CIFAR-10: score plausibility with the bench's own "
                                                                "classifier (bench/classifier.py; always on for MNIST)")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -187,7 +191,21 @@ def setup(args):
         clf, info = load_or_train(args.data, args.data_path)
         print(f"{args.data} classifier: clean test accuracy {info['test_accuracy']:.4f}", flush=True)
         classify = lambda im: clf.classify(im.cpu())  # noqa: E731
+    args.kid_features = kid_reference(args) if args.kid else None
     return device, prior, x, labels, classify
+
+
+def kid_reference(args) -> torch.Tensor:
+    """VGG features (``evaluation.kid``) of the KID reference set: the CIFAR-10 "dev" split's 900 test images,
+    disjoint from the "eval" images scored (a reference holding the scored images' own truths would favour
+    methods that copy the observation)."""
+    if args.data != "cifar10" or args.split == "dev":
+        raise SystemExit("--kid: the reference is CIFAR-10's dev split; use it with --data cifar10 --split eval")
+    from datamodules.cifar10 import BENCH_SPLITS, bench_images
+    from vipaint.evaluation.kid import vgg_features
+
+    ref, _, _ = bench_images(10 * len(BENCH_SPLITS["dev"]), "dev", zip_path=args.data_path)
+    return vgg_features(ref, args.lpips_backbone)
 
 
 def evaluate(args, device, solver: Inpainter, x_all, labels, classify, name: str, budget: int | None,
@@ -200,7 +218,7 @@ def evaluate(args, device, solver: Inpainter, x_all, labels, classify, name: str
     if task:
         op = make_operator(solver.operator)
         observe = lambda im: op.to_image(op.forward(im))  # noqa: E731
-    scores, seconds, nfe, failed = [], 0.0, 0.0, 0
+    scores, seconds, nfe, failed, features = [], 0.0, 0.0, 0, []
     for i in range(0, len(x_all), args.batch):
         x, keep = x_all[i:i + args.batch].to(device), keep_all[i:i + args.batch].to(device)
         gen = torch.Generator().manual_seed(args.seed + i)   # the observation noise first, then the method's draws
@@ -214,6 +232,9 @@ def evaluate(args, device, solver: Inpainter, x_all, labels, classify, name: str
         nfe += res.nfe * len(x)
         failed += len(res.failed)
         lab = None if labels is None else labels[i:i + args.batch]
+        if args.kid_features is not None:
+            comp = composite(res.samples.cpu(), x.cpu(), keep.cpu())
+            features.append(vgg_features(comp.flatten(0, 1), args.lpips_backbone))
         scores.append(score_inpainting(res.samples.cpu(), x.cpu(), res.y_image.cpu(), keep.cpu(), classify, lab,
                                        None if args.lpips_net == "none" else args.lpips_net, args.lpips_backbone,
                                        observe))
@@ -221,6 +242,8 @@ def evaluate(args, device, solver: Inpainter, x_all, labels, classify, name: str
     row = {"method": name, "budget": budget, "mask": mask, **{k: float(v.mean()) for k, v in merged.items()},
            "seconds_per_image": seconds / len(x_all), "nfe_per_image": nfe / len(x_all), "failed_images": failed,
            "settings": settings_of(solver)}
+    if features:   # KID of all composited samples (images x samples) against the reference set
+        row["kid"] = kid(torch.cat(features), args.kid_features)
     for key in ("plausibility_mean", "lpips_mean", "energy_score"):   # standard errors over images
         if key in merged:
             row[key + "_se"] = float(merged[key].std() / len(x_all) ** 0.5)
@@ -243,7 +266,7 @@ def paired_se(a: dict, b: dict, key: str) -> tuple[float, float]:
 
 COLUMNS = [("plausibility_mean", "plaus.", 3), ("plausibility_best", "plaus. best", 3), ("psnr_hole", "PSNR hole", 2),
            ("ssim_hole", "SSIM hole", 3), ("lpips_mean", "LPIPS", 3), ("lpips_best", "LPIPS best", 3),
-           ("diversity_hole", "diversity", 3), ("energy_score", "energy score", 4), ("coverage_50", "cover. 50%", 2),
+           ("diversity_hole", "diversity", 3), ("kid", "KID", 4), ("energy_score", "energy score", 4), ("coverage_50", "cover. 50%", 2),
            ("coverage_90", "cover. 90%", 2), ("consistency_rms", "obs. RMS", 4), ("saturated_hole", "saturated", 3),
            ("seconds_per_image", "s / image", 2), ("nfe_per_image", "NFE / image", 0)]
 

@@ -2,6 +2,7 @@
 
     python -m bench.equal_compute --data mnist --mask pixels90 --n-images 32 --batch 16   # CPU: about 40 min
     python -m bench.equal_compute --n-images 8 --budgets "vipaint2=5,10 dps=20,50"   # a quick look
+    python -m bench.equal_compute --plot PIXEL.json LATENT.json --out bench/results/equal_compute_cifar10  # together
 
 Budgets (default, spanning about 0.5-10 s per digit on a 2-core CPU): VIPaint-2 fit iterations 10 / 25 / 50,
 and 0 / 10 / 25 from the amortized encoder's λ; DPS steps 50 / 100 / 250; RED-diff steps 25 / 100 / 400;
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import io
+import json
 from pathlib import Path
 
 from bench.compare import add_common_args, measure, parse_method, run_header, setup, table
@@ -25,15 +27,16 @@ DEFAULT_BUDGETS = "vipaint2=10,25,50 vipaint2_amortized=0,10,25 dps=50,100,250 r
 
 
 def plot(rows: list[dict], metric: str, path: str, n_images: int) -> None:
+    """One curve per ``row["curve"]`` (default: the method), seconds per image against ``metric`` ± its SE."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6, 4))
-    for method in dict.fromkeys(r["method"] for r in rows):
+    for method in dict.fromkeys(r.get("curve", r["method"]) for r in rows):
         pts = sorted((r["seconds_per_image"], float(r[metric]), float(r.get(f"{metric}_se", 0.0)), r["budget"])
-                     for r in rows if r["method"] == method)
+                     for r in rows if r.get("curve", r["method"]) == method)
         ax.errorbar([p[0] for p in pts], [p[1] for p in pts], yerr=[p[2] for p in pts], marker="o", capsize=2,
                     label=method)   # error bars: one standard error over images
         for s, v, _, b in pts:
@@ -51,6 +54,18 @@ def plot(rows: list[dict], metric: str, path: str, n_images: int) -> None:
     atomic_write_bytes(path, buf.getvalue())
 
 
+def plot_runs(paths: list[str], metric: str | None, out: str) -> None:
+    """Several runs' points on one figure, each curve named "prior: method" (runs on the same images and mask)."""
+    reports = [json.loads(Path(p).read_text()) for p in paths]
+    if len({(r["mask"], r["n_images"], r.get("split")) for r in reports}) > 1:
+        raise SystemExit("--plot: the runs differ in mask, images or split; plot runs of the same images and mask")
+    rows = [{**row, "curve": f"{Path(str(r['prior'])).name}: {row['method']}"} for r in reports for row in r["rows"]]
+    metric = metric or ("plausibility_mean" if "plausibility_mean" in rows[0] else
+                        "lpips_mean" if "lpips_mean" in rows[0] else "psnr_hole")
+    plot(rows, metric, out, reports[0]["n_images"])
+    print(f"wrote {out}")
+
+
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--mask", default="half")
@@ -63,7 +78,11 @@ def main(argv=None) -> None:
     ap.add_argument("--metric", default=None, help="the plotted score (a row key, e.g. lpips_mean, energy_score); "
                                                    "default: plausibility where labelled, else LPIPS, else PSNR in the hole")
     add_common_args(ap, RESULTS / "equal_compute")
+    ap.add_argument("--plot", nargs="+", metavar="JSON", help="only plot earlier runs on one figure (e.g. a pixel "
+                                                                "and a latent prior's, same images and mask) to <out>.png")
     args = ap.parse_args(argv)
+    if args.plot:
+        return plot_runs(args.plot, args.metric, f"{args.out}.png")
     device, prior, x_all, labels, classify = setup(args)
     report = {**run_header(args, device, len(x_all), "equal_compute", argv), "mask": args.mask}
     out = Path(f"{args.out}.json")

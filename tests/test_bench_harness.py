@@ -75,6 +75,14 @@ def test_equal_compute_resumes_and_plots(tmp_path, tiny_unet_dir):
     rows = json.loads((tmp_path / "ec.json").read_text())["rows"]
     assert rows[0] == first[0] and [r["budget"] for r in rows] == [2, 3]
     assert (tmp_path / "ec.png").stat().st_size > 1000
+    # Two runs (say a pixel and a latent prior) on one figure; runs of other images or masks are refused.
+    equal_compute.main(["--plot", str(tmp_path / "ec.json"), str(tmp_path / "ec.json"), "--out", str(tmp_path / "both")])
+    assert (tmp_path / "both.png").stat().st_size > 1000
+    other = json.loads((tmp_path / "ec.json").read_text())
+    other["mask"] = "box50"
+    (tmp_path / "other.json").write_text(json.dumps(other))
+    with pytest.raises(SystemExit, match="same images and mask"):
+        equal_compute.main(["--plot", str(tmp_path / "ec.json"), str(tmp_path / "other.json"), "--out", str(tmp_path / "x")])
 
 
 def test_readme_table_groups_by_mask_and_bolds_each_masks_best():
@@ -200,3 +208,26 @@ def test_ablations_change_one_setting_each_pair_with_the_defaults_and_resume(tmp
     assert rows[:2] == first and rows[2]["settings"]["fit"]["beta_hier"] == 0
     table = ablations.readme_table(json.loads(out.read_text()))
     assert table.count("\n") == 4 and "no KL between keypoints" in table   # header, rule, three variants
+
+
+def test_kid_column_scores_the_composites_against_the_reference(tmp_path, tiny_unet_dir, monkeypatch):
+    # Features stubbed by per-channel means (the VGG path has its own test, tests/test_kid.py): the row's KID is
+    # that of the composited samples, observed pixels pasted back, against the reference set's features.
+    feats = lambda x, backbone=None: x.flatten(2).mean(2).double()   # noqa: E731
+    ref = feats(torch.rand(12, 3, 8, 8) * 2 - 1)
+    reference = compare.kid_reference
+    monkeypatch.setattr(compare, "vgg_features", feats)
+    monkeypatch.setattr(compare, "kid_reference", lambda args: ref)
+    out = tmp_path / "kid.json"
+    compare.main(_args(tiny_unet_dir, out, "--methods", "mean_fill", "--samples", "2", "--kid"))
+    row = json.loads(out.read_text())["rows"][0]
+    x = compare.load_images("demo", 2, 16, None)[0]
+    keep = compare.masks_for("half", 2, 16, 0)
+    from vipaint.operators import Inpainting
+
+    y = Inpainting(keep, 0.05).observe(x, torch.Generator().manual_seed(0))   # the batch's observation noise
+    fill = (keep * y).flatten(2).sum(2) / keep.flatten(2).sum(2)          # the floor: the observed mean colour
+    comp = keep * x + (1 - keep) * fill[..., None, None]
+    assert row["kid"] == pytest.approx(compare.kid(feats(comp.repeat_interleave(2, 0)), ref), rel=1e-4, abs=1e-6)
+    with pytest.raises(SystemExit, match="dev split"):
+        reference(compare.argparse.Namespace(data="mnist", split="eval"))
