@@ -129,19 +129,21 @@ class ImageMaskDataset(Dataset):
                    else f"convert it to {want[0]} channel(s)")
             return {**item, "x": None, "keep_mask": None,
                     "error": f"'{name}' is {c}x{h}x{w} (CxHxW), the prior expects {want[0]}x{want[1]}x{want[2]}: {fix}"}
+        if want is not None:
+            # Checked in full against the model's shape: the model need not check it again (``checked_for``).
+            item["checked_for"] = torch.tensor(want)
         return item
 
     def _load(self, index: int, name: str) -> dict:
         x = self.source.load_image(index)
         keep_mask = self.source.load_mask(index)
-        if keep_mask is not None:
+        if keep_mask is not None and self.image_size is not None:
             # Checked at native resolution first so a wrong-size mask file is
             # reported instead of being resized into agreement.
             x, keep_mask = check_image_and_mask(x, keep_mask, name, self.channels)
-            if self.image_size is not None:
-                x = resize_square(x, self.image_size, "bicubic")
-                keep_mask = resize_square(keep_mask, self.image_size, "nearest")
-        else:
+            x = resize_square(x, self.image_size, "bicubic")
+            keep_mask = resize_square(keep_mask, self.image_size, "nearest")
+        elif keep_mask is None:
             if self.mask is None:
                 raise ValueError(f"no mask for '{name}': provide a mask file or a mask generator")
             if self.image_size is not None:
@@ -149,7 +151,7 @@ class ImageMaskDataset(Dataset):
             keep_mask = self.mask((x.shape[-2], x.shape[-1]), self._generator(index))
         if self.hflip and bool(torch.rand(()) < 0.5):
             x, keep_mask = x.flip(-1), keep_mask.flip(-1)
-        # A second check catches holes that vanished when a mask was downsampled.
+        # The one check of the item as the model gets it (after a resize: again, for holes that vanished).
         x, keep_mask = check_image_and_mask(x, keep_mask, name, self.channels)
         return {"x": x.contiguous(), "keep_mask": keep_mask.contiguous(), "name": name, "index": index}
 
@@ -193,8 +195,9 @@ def collate_items(batch: Sequence[dict]) -> dict:
         return default_collate(list(batch))
     x0 = first["x"] if first else torch.zeros(1, 1, 1)
     m0 = first["keep_mask"] if first else torch.ones(1, 1, 1)
+    spare = {"checked_for": torch.zeros(3, dtype=torch.long)} if first is not None and "checked_for" in first else {}
     items = [item if item.get("error") is None else
-             {**item, "x": torch.zeros_like(x0), "keep_mask": torch.ones_like(m0)} for item in batch]
+             {**item, "x": torch.zeros_like(x0), "keep_mask": torch.ones_like(m0), **spare} for item in batch]
     out = default_collate([{k: v for k, v in item.items() if k != "error"} for item in items])
     out["error"] = [item.get("error") for item in batch]
     return out

@@ -283,3 +283,20 @@ def test_old_likelihood_kind_authors_is_refused_with_its_new_name():
     """The likelihood kind "authors" was renamed "l1_lpips": the old spelling is an error naming the new one."""
     with pytest.raises(ValueError, match="likelihood kind 'authors' was renamed 'l1_lpips'"):
         LikelihoodConfig(kind="authors")
+
+
+def test_items_checked_by_the_datamodule_are_not_checked_again(tiny_prior, tmp_path, monkeypatch):
+    # The datamodule checks each item in full against the shape the model expects (``expect``) and says so
+    # (``checked_for``); the module then runs its own check only on items nobody checked for this prior.
+    img_dir, _ = folder(tmp_path, {"a": rgb(), "b": rgb(seed=1)})
+    dm = FolderDataModule(str(img_dir), mask="box", batch_size=2)
+    dm.expect(tiny_prior.image_shape)
+    batch = next(iter(dm.predict_dataloader()))
+    assert batch["checked_for"].tolist() == [list(tiny_prior.image_shape)] * 2
+    module = VIPaintModule(prior=tiny_prior, **{**TINY, "vipaint": tiny_settings(fit_steps=0)})
+    calls = []
+    check = module.solver.check
+    monkeypatch.setattr(module.solver, "check", lambda x, k: calls.append(1) or check(x, k))
+    assert [r.status for r in module._run(batch, 0)] == ["ok", "ok"] and not calls
+    del batch["checked_for"]                                          # a batch from elsewhere: checked here
+    assert [r.status for r in module._run(batch, 0)] == ["ok", "ok"] and len(calls) == 2
