@@ -122,3 +122,21 @@ def test_export_loads_and_runs_in_the_harness_and_wrong_models_fail(tmp_path, ti
     monkeypatch.setitem(shipped.SHIPPED_CONDITIONAL, "vipaint-mnist-inpaint", tmp_path / "absent")
     with pytest.raises(PriorLoadError, match="model 'vipaint-mnist-inpaint' is not in this checkout.*conditional_mnist"):
         load_conditional("vipaint-mnist-inpaint")
+
+
+def test_warm_start_from_the_prior_is_the_prior_until_the_condition_is_learned(tmp_path):
+    # init_from a prior's folder: the extra input channels start at zero, so the conditional network's ε̂ equals
+    # the prior's whatever the condition, and the rest of its weights are the prior's.
+    from vipaint.training.conditional import ConditionalPriorModule
+    from vipaint.training.prior import build_unet
+
+    torch.manual_seed(0)
+    prior = build_unet(8, 1, [8, 16], 1, [])
+    prior.save_pretrained(tmp_path / "prior")
+    module = ConditionalPriorModule(image_size=8, channels=1, block_out_channels=[8, 16], init_from=str(tmp_path / "prior"))
+    z, t = torch.randn(2, 1, 8, 8), torch.tensor([10, 700])
+    with torch.no_grad():
+        want = prior(z, t).sample
+        got = module.unet(torch.cat([z, torch.randn(2, 2, 8, 8)], 1), t).sample
+    torch.testing.assert_close(got, want)
+    assert float(module.unet.conv_in.weight[:, 1:].abs().sum()) == 0.0

@@ -75,7 +75,8 @@ class PriorTrainingModule(pl.LightningModule):
             ``image_size``/``channels`` are the latent's; None trains on pixels.
         init_from: initial weights (network and EMA) from a weights folder: a pixel prior's diffusers folder, or a
             latent prior's (its ``unet/``), e.g. ``weights/cifar10-ldm``, to train a shipped prior on without its
-            checkpoint. The folder's UNet must have this config's architecture. None: random initial weights.
+            checkpoint. The folder's UNet must have this config's architecture (a conditional model may have more
+            input channels: they start at zero). None: random initial weights.
         export_dir: where the EMA weights go at the end of fit; None: the run's own folder
             (``<log_dir>/export``). Shipped folders under ``weights/`` are written only by
             ``python -m vipaint.priors.publish``. export_dtype: "float32" or "float16".
@@ -117,6 +118,12 @@ class PriorTrainingModule(pl.LightningModule):
                                     "weights folder such as weights/cifar10-ldm")
         src = UNet2DModel.from_pretrained(str(root), subfolder=sub, torch_dtype=torch.float32, low_cpu_mem_usage=False)
         mine, theirs = self.unet.state_dict(), src.state_dict()
+        w, w_src = mine.get("conv_in.weight"), theirs.get("conv_in.weight")
+        if w is not None and w_src is not None and w.shape[1] > w_src.shape[1] and w.shape[2:] == w_src.shape[2:]:
+            # A conditional model from a prior: the extra input channels start at zero, so at step 0 the network
+            # is the prior exactly and learns to use the condition from there.
+            theirs["conv_in.weight"] = torch.cat([w_src, w_src.new_zeros(w.shape[0], w.shape[1] - w_src.shape[1],
+                                                                          *w.shape[2:])], 1)
         if mine.keys() != theirs.keys() or any(mine[k].shape != theirs[k].shape for k in mine):
             raise ValueError(f"init_from: the UNet in {folder} has another architecture than this config "
                              f"(block_out_channels {list(src.config.block_out_channels)}, layers_per_block "
