@@ -17,8 +17,9 @@ import argparse
 import json
 from pathlib import Path
 
-from bench.compare import add_common_args, evaluate, make_inpainter, paired_se, run_header, setup
+from bench.compare import add_common_args, evaluate, make_inpainter, run_header, setup
 from bench.report import RESULTS, write_json
+from bench.tables import paired_se
 
 #: name -> (what it tests, ``--vipaint-set`` overrides of VIPaint-2's defaults).
 VARIANTS: dict[str, tuple[str, list[str]]] = {
@@ -28,6 +29,9 @@ VARIANTS: dict[str, tuple[str, list[str]]] = {
     "K6": ("K = 6: 650/600/.../400", ["keypoints=[650, 600, 550, 500, 450, 400]"]),
     "Ts_low": ("hierarchy ends lower: 550/400/300/200", ["keypoints=[550, 400, 300, 200]"]),
     "Ts_high": ("hierarchy ends higher: 700/550", ["keypoints=[700, 550]"]),
+    "top_700": ("top keypoint higher, same end: 700/400", ["keypoints=[700, 400]"]),
+    "init_noise": ("initial means with noise (std 0.5, the authors' range 0.1-0.8)", ["init.mean_noise=0.5"]),
+    "init_var_x2": ("initial variances below the top keypoint ×2", ["init.var_scale=2"]),
     "no_hier_kl": ("no KL between keypoints (β_hier = 0)", ["fit.beta_hier=0"]),
     "no_prior_term": ("no prior term above the top keypoint (β_prior = 0)", ["fit.beta_prior=0"]),
     "fit_only": ("fit only: x̂_0 of the bottom keypoint, no guided refinement", ["refine.n_steps=1", "refine.scale=0"]),

@@ -19,8 +19,9 @@ import io
 import json
 from pathlib import Path
 
-from bench.compare import add_common_args, measure, parse_method, run_header, setup, table
+from bench.compare import add_common_args, measure, parse_method, run_header, setup
 from bench.report import RESULTS
+from bench.tables import table
 from vipaint.atomic import atomic_write_bytes
 
 DEFAULT_BUDGETS = "vipaint2=10,25,50 vipaint2_amortized=0,10,25 dps=50,100,250 red_diff=25,100,400 repaint=15,25,50"
