@@ -30,6 +30,7 @@ __all__ = [
     "HalfMask",
     "StrokesMask",
     "RandomPixelsMask",
+    "CheckerboardMask",
     "MixedMask",
     "Mix4Mask",
     "PRESETS",
@@ -295,6 +296,22 @@ class RandomPixelsMask(MaskGenerator):
 
 # Named settings of the generators above: the benchmark's masks (bench/compare.py) and the mixes built from
 # them, declared once so training and evaluation draw from the same definitions.
+class CheckerboardMask(MaskGenerator):
+    """Every other square block of a checkerboard missing (about half the pixels): a family no training mix here
+    holds, to ask how far a model trained on given mask families carries. ``block``: pixels per block side; the
+    board's phase (which blocks are missing) is drawn per call."""
+
+    def __init__(self, block: int = 7) -> None:
+        if int(block) < 1:
+            raise ValueError(f"block must be >= 1 pixel, got {block}")
+        self.block = int(block)
+
+    def _missing(self, h: int, w: int, generator: torch.Generator) -> torch.Tensor:
+        phase = _randint(0, 1, generator)
+        rows, cols = torch.arange(h) // self.block, torch.arange(w) // self.block
+        return (rows[:, None] + cols[None, :] + phase) % 2 == 1
+
+
 PRESETS: dict[str, MaskGenerator] = {
     "half": HalfMask(angle=270.0),  # bottom half
     "half_any": HalfMask(),  # a half-plane at a random angle
@@ -302,6 +319,8 @@ PRESETS: dict[str, MaskGenerator] = {
     "strokes": StrokesMask(0.2, 0.5),
     "pixels90": RandomPixelsMask(0.9),
     "random_boxes": RandomBoxesMask(0.3, 0.7),
+    "half_left": HalfMask(angle=180.0),  # left half: not in the MNIST training mix (MIX4)
+    "checker7": CheckerboardMask(7),     # missing 7x7 blocks of a checkerboard: not in any training mix
 }
 MIX4 = ("half", "box50", "strokes", "pixels90")  # the MNIST benchmark's four mask kinds
 
@@ -334,6 +353,7 @@ MASKS: dict[str, type[MaskGenerator]] = {
     "half": HalfMask,
     "strokes": StrokesMask,
     "pixels": RandomPixelsMask,
+    "checkerboard": CheckerboardMask,
     "mixed": MixedMask,
     "mix4": Mix4Mask,
 }

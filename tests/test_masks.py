@@ -189,3 +189,18 @@ def test_mixed_mask_rejects_unknown_kinds():
 
     with pytest.raises(ValueError, match="pixels90"):      # the message lists the valid names
         MixedMask(("half", "circle"))
+
+
+def test_checkerboard_and_left_half_presets():
+    from datamodules.masks import PRESETS
+
+    m = PRESETS["checker7"]((28, 28), gen(0))[0]
+    assert missing_ratio(m) == 0.5                                # 4x4 blocks of 7x7, half of them missing
+    blocks = m.reshape(4, 7, 4, 7).permute(0, 2, 1, 3).reshape(16, 49)
+    assert torch.all(blocks.min(1).values == blocks.max(1).values)   # each block wholly missing or observed
+    board = blocks[:, 0].reshape(4, 4)
+    assert torch.all(board[:, 1:] != board[:, :-1]) and torch.all(board[1:] != board[:-1])   # neighbours alternate
+    phases = {int(PRESETS["checker7"]((28, 28), gen(s))[0, 0, 0]) for s in SEEDS}
+    assert phases == {0, 1}                                       # both phases occur
+    left = PRESETS["half_left"]((28, 28), gen(0))[0]
+    assert torch.all(left[:, :14] == 0) and torch.all(left[:, 14:] == 1)
