@@ -32,6 +32,7 @@ VARIANTS: dict[str, tuple[str, list[str]]] = {
     "top_700": ("top keypoint higher, same end: 700/400", ["keypoints=[700, 400]"]),
     "init_noise": ("initial means with noise (std 0.5, the authors' range 0.1-0.8)", ["init.mean_noise=0.5"]),
     "init_var_x2": ("initial variances below the top keypoint ×2", ["init.var_scale=2"]),
+    "refine_ddim": ("refinement by DDIM (η = 0) instead of ancestral steps", ["refine.eta=0"]),
     "no_hier_kl": ("no KL between keypoints (β_hier = 0)", ["fit.beta_hier=0"]),
     "no_prior_term": ("no prior term above the top keypoint (β_prior = 0)", ["fit.beta_prior=0"]),
     "fit_only": ("fit only: x̂_0 of the bottom keypoint, no guided refinement", ["refine.n_steps=1", "refine.scale=0"]),
