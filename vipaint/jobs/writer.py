@@ -89,9 +89,13 @@ class VIPaintWriter(BasePredictionWriter):
         super().__init__(write_interval)
         self.output_dir = Path(output_dir)
         self.counts = {"written": 0, "skipped": 0, "recomputed": 0, "failed": 0}
+        self._writable = False
 
     def check_writable(self) -> None:
-        """Raise a one-sentence ``OSError`` unless ``output_dir`` is (or can be made) a writable folder."""
+        """Raise a one-sentence ``OSError`` unless ``output_dir`` is (or can be made) a writable folder; checked once
+        (``infer.py`` asks before anything is written, ``setup`` for every other use)."""
+        if self._writable:
+            return
         if self.output_dir.exists() and not self.output_dir.is_dir():
             raise OSError(f"the output folder {self.output_dir} is a file: pass another --output_dir")
         try:
@@ -102,6 +106,7 @@ class VIPaintWriter(BasePredictionWriter):
         except OSError as e:
             raise OSError(f"cannot write into the output folder {self.output_dir} ({e.strerror or e}): "
                           "pass a writable --output_dir") from None
+        self._writable = True
 
     # ------------------------------------------------------------------ Lightning hooks
     def setup(self, trainer: Any, pl_module: Any, stage: str) -> None:
