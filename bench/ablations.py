@@ -44,17 +44,19 @@ VARIANTS: dict[str, tuple[str, list[str]]] = {
 
 
 def measure(args, device, prior, x_all, labels, classify, report: dict, out: Path) -> list[dict]:
-    """Each (variant, mask) in turn, mask-major; with ``--resume`` rows of ``out`` measured with the same overrides
+    """Each (variant, mask) in turn, variant-major; with ``--resume`` rows of ``out`` measured with the same overrides
     are kept. The report is written after every row."""
     done = {}
     if args.resume and out.is_file():
         old = json.loads(out.read_text())
         same = all(old.get(k) == report[k] for k in ("prior", "data", "n_images", "samples", "seed", "sigma_y"))
         done = {(r["variant"], r["mask"]): r for r in old["rows"]} if same else {}
-    for mask in args.masks.split(","):
-        for name in args.variants.split(","):
-            if name not in VARIANTS:
-                raise SystemExit(f"unknown variant {name!r}: one of {', '.join(VARIANTS)}")
+    names = args.variants.split(",")
+    unknown = [n for n in names if n not in VARIANTS]
+    if unknown:
+        raise SystemExit(f"unknown variant {unknown[0]!r}: one of {', '.join(VARIANTS)}")
+    for name in names:             # variant-major: a run stopped early still pairs each variant on every mask
+        for mask in args.masks.split(","):
             overrides = VARIANTS[name][1]
             row = done.get((name, mask))
             if row is None or row.get("overrides") != overrides:
