@@ -165,12 +165,28 @@ def test_failed_image_writes_only_json_and_is_retried(tmp_path):
     assert completed_names(tmp_path) == {"good", "bad"}
 
 
-def test_nan_in_ok_image_is_recorded_as_failure(tmp_path):
-    pred = _prediction(["n"])
-    pred[0].mean[0, 0, 0] = float("nan")
+def test_nan_samples_fail_only_their_image_where_they_are_made(tmp_path, tiny_prior):
+    """Finiteness is checked once, by the Inpainter that made the samples: a method that diverges on one image
+    marks that image failed (the writer, which trusts the status, then writes only its result.json) and leaves the
+    others' samples as they were."""
+    from vipaint.jobs.api import Inpainter
+
+    def diverges_on_image_1(prior, op, y, n_samples, config, generator):
+        samples = torch.zeros(y.shape[0], n_samples, *y.shape[1:])
+        samples[1, 0, 0, 0, 0] = float("nan")
+        return samples, 0
+
+    solver = Inpainter(tiny_prior, "mean_fill", n_samples=2)
+    solver.baseline = (diverges_on_image_1, solver.baseline[1])
+    x = torch.zeros(3, *tiny_prior.image_shape)
+    res = solver(x, torch.ones_like(x[:, :1]), torch.Generator().manual_seed(0))
+    assert list(res.failed) == [1] and "NaN" in res.failed[1]
+    assert torch.isfinite(res.samples[[0, 2]]).all()
+    pred = _prediction(["fine", "diverged"], status=["ok", f"'diverged': {res.failed[1]}"])
     status = VIPaintWriter(str(tmp_path)).write_prediction(pred)
-    assert status["n"] != "ok" and "non-finite" in status["n"]
-    assert [p.name for p in (tmp_path / "n").iterdir()] == ["result.json"]
+    assert status["fine"] == "ok" and "NaN" in status["diverged"]
+    assert [p.name for p in (tmp_path / "diverged").iterdir()] == ["result.json"]
+    assert completed_names(tmp_path) == {"fine"}
 
 
 def test_is_complete_detects_missing_corrupt_and_error(tmp_path):

@@ -28,7 +28,7 @@ from vipaint.jobs.writer import RESULT_FILE, VIPaintWriter  # noqa: E402
 
 CONFIGS = ROOT / "configs"
 TINY = CONFIGS / "infer_tiny.yaml"
-TRAIN_PREFIXES = ("train", "prior_", "amortized_", "autoencoder_")
+INFER_PREFIX = "infer_"   # configs/: infer_*.yaml for infer.py, every other one for train.py
 
 
 def _tiny16(unet_dir: Path) -> list[str]:
@@ -38,7 +38,7 @@ def _tiny16(unet_dir: Path) -> list[str]:
 
 
 def _is_train_config(path: Path) -> bool:
-    return path.name.startswith(TRAIN_PREFIXES)
+    return not path.name.startswith(INFER_PREFIX)
 
 
 DEFAULT = CONFIGS / "infer_default.yaml"

@@ -25,8 +25,7 @@ if str(ROOT) not in sys.path:
 import train  # noqa: E402
 
 CONFIGS = ROOT / "configs"
-TRAIN_CONFIGS = sorted(p.name for p in CONFIGS.glob("*.yaml") if p.name.startswith(("prior_", "amortized_",
-                                                                                     "autoencoder_", "conditional_")))
+TRAIN_CONFIGS = sorted(p.name for p in CONFIGS.glob("*.yaml") if not p.name.startswith("infer_"))  # the rest: infer.py
 FAST = ["--trainer.max_steps", "2", "--trainer.limit_val_batches", "1", "--trainer.val_check_interval", "1",
         "--trainer.enable_progress_bar", "false", "--data.init_args.batch_size", "4", "--data.init_args.val_limit", "4"]
 TINY_UNET = ["--model.init_args.block_out_channels", "[8, 16]", "--model.init_args.layers_per_block", "1",
