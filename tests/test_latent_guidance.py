@@ -108,3 +108,27 @@ def test_refinement_gradient_uses_the_residual_reach(problem):
     _, _, g_pixel = likelihood_gradient(problem["pixel"], GaussianLikelihood(problem["cell_op"], problem["pixel"]),
                                         problem["cell_y"], z, 300)
     torch.testing.assert_close(g_latent, g_pixel, rtol=0.02, atol=1e-3)
+
+
+def test_a_blur_takes_the_residual_reach_and_its_rayleigh_quotient(gaussian_prior):
+    """A blur's A Aᵀ is not diagonal: a² = Σ k² is the variance a white residual sees, while a smooth residual sees
+    A Aᵀ's top eigenvalue (≈ 1). "auto" takes the residual reach for it (J = I on a pixel prior), and the diagonal one
+    where A Aᵀ is diagonal (inpainting, super-resolution), where the two agree."""
+    from vipaint.operators import GaussianBlur, SuperResolution
+
+    blur = GaussianBlur(std=1.5, sigma_y=0.05)
+    assert GaussianLikelihood(blur, gaussian_prior).reach == "residual"
+    assert GaussianLikelihood(SuperResolution(2), gaussian_prior).reach == "diagonal"
+    lik = GaussianLikelihood(blur, gaussian_prior)
+    x = torch.zeros(2, 1, 64, 64, requires_grad=True)   # 64 px: the zero-padded border rows carry less of A
+    white = torch.randn(2, 1, 64, 64, generator=torch.Generator().manual_seed(7))
+    rho_white = lik.residual_reach(white, blur, x, x)
+    rho_flat = lik.residual_reach(torch.ones(2, 1, 64, 64), blur, x, x)
+    print(f"a² {blur.row_norm2:.4f}; ρ white {rho_white.tolist()}, flat {rho_flat.tolist()}")
+    assert ((rho_white / blur.row_norm2 - 1).abs() < 0.2).all()       # E‖Aᵀ r‖² = tr(A Aᵀ) for white r
+    assert (rho_flat > 0.8).all() and blur.row_norm2 < 0.04             # over 20x the diagonal's variance
+    inpaint = Inpainting(torch.ones(1, 1, 8, 8))
+    r = torch.randn(1, 1, 8, 8, generator=torch.Generator().manual_seed(8))
+    z = torch.zeros(1, 1, 8, 8, requires_grad=True)
+    torch.testing.assert_close(GaussianLikelihood(inpaint, gaussian_prior).residual_reach(r, inpaint, z, z),
+                               torch.ones(1))                            # = a² = 1: the diagonal reach is exact

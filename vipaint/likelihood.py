@@ -8,13 +8,17 @@ whose mask is per image), t being the integer timestep whose one-step estimate x
   prior's own units) is added, so that a noisy z_t is not asked to reproduce y exactly; r_0² ≈ 0 at the end
   of refinement. ρ (the *reach*) says how that variance reaches y:
 
-  - pixel priors: a² = Σ_j A_ij² (``Operator.row_norm2``), the diagonal of A Aᵀ;
-  - latent priors, x = D(z_0): ρ = ‖(A J)ᵀ r‖² / ‖r‖² per sample, r = y − A x on the valid entries,
+  - pixel priors and an operator whose A Aᵀ is diagonal (inpainting, super-resolution): a² = Σ_j A_ij²
+    (``Operator.row_norm2``), exact;
+  - latent priors, x = D(z_0), and any operator whose A Aᵀ is not diagonal (a blur; J = I for pixels):
+    ρ = ‖(A J)ᵀ r‖² / ‖r‖² per sample, r = y − A x on the valid entries,
     J = ∂D/∂z_0 at x̂_0 — the variance of A J δ, δ ~ N(0, I), along the residual (the Rayleigh quotient of
     A J Jᵀ Aᵀ): one backward through the decoder. A latent element decodes to many pixels (48 for an f4
     autoencoder), so A J Jᵀ Aᵀ is far from diagonal where an area is observed (eigenvalues up to ~25 on
     the shipped CIFAR-10 autoencoder, diagonal 0.55): a variance per pixel lets the guidance step overshoot
-    by that factor. With ρ, (σ_y² + r_t² ρ)⁻¹ r is the first conjugate-gradient step (steepest descent with
+    by that factor. A blur has the same shape with J = I: a² = Σ k² ≈ 0.035 for std 1.5 px, while a smooth
+    residual sees A Aᵀ's top eigenvalue ≈ 1, and the diagonal variance made every sample of the MNIST prior
+    NaN on deblurring (bench/README.md, "Open questions", 3). With ρ, (σ_y² + r_t² ρ)⁻¹ r is the first conjugate-gradient step (steepest descent with
     exact line search) towards C⁻¹ r, C = σ_y² I + r_t² A J Jᵀ Aᵀ the covariance of y given z_t through the
     linearised decoder; exact where r is an eigenvector of A J Jᵀ Aᵀ (docs/method.md §5.2). Where few pixels
     of a cell are observed ρ is small and the step stays strong.
@@ -58,7 +62,8 @@ class LikelihoodConfig:
             error); bench/README.md ("Latent priors") measures it.
         reach: how r_t² reaches y: "diagonal" (a², the operator's Σ_j A_ij²), "residual" (through the decoder's
             Jacobian along the residual, the module docstring), or "auto" (default): "residual" for latent
-            priors, "diagonal" for pixel priors (where the two agree for inpainting and super-resolution).
+            priors and for operators whose A Aᵀ is not diagonal (``Operator.gram_diagonal``: the blur),
+            "diagonal" otherwise (pixel priors with inpainting or super-resolution, where the two agree).
         cg_steps: conjugate-gradient steps for a covariance-aware Gaussian gradient (pixel priors; 0 = off;
             each step costs one more backward pass). Exact for Gaussian and mixture priors. A learned
             denoiser's Jacobian need not be positive semi-definite; where CG meets a curvature no covariance
@@ -123,7 +128,10 @@ class GaussianLikelihood(_Likelihood):
         self.marginalize_denoiser = marginalize_denoiser and prior is not None
         if reach not in REACHES:
             raise ValueError(f"reach must be one of {REACHES}, got {reach!r}")
-        self.reach = ("residual" if prior is not None and prior.is_latent else "diagonal") if reach == "auto" else reach
+        if reach == "auto":
+            latent = prior is not None and prior.is_latent
+            reach = "residual" if latent or not operator.gram_diagonal else "diagonal"
+        self.reach = reach
         if cg_steps and (prior is None or prior.is_latent):
             raise ValueError("cg_steps > 0 needs a pixel prior (Cov[x_0 | z_t] comes from its denoiser's Jacobian)")
         self.cg_steps = int(cg_steps)

@@ -8,7 +8,8 @@ symbol          meaning
 ``A``, ``Aᵀ``   ``forward`` and ``adjoint``: <A x, y> = <x, Aᵀ y> (tested)
 ``σ_y``         observation noise std, in [-1, 1] units
 ``valid``       (B, 1|C, h, w) weights in the range space: 1 where y carries information
-``a²``          Σ_j A_ij², per row: how an isotropic variance r² on x reaches y (r² a²)
+``a²``          Σ_j A_ij², per row: how an isotropic variance r² on x reaches y (r² a²); exact only where
+                A Aᵀ is diagonal (``gram_diagonal``: inpainting, super-resolution), not for a blur
 ``ρ``           ``reach``: the same for a variance on a latent z_0 with x = D(z_0)
                 (``likelihood.GaussianLikelihood``); a² where none is given
 ==============  =====================================================================
@@ -40,9 +41,13 @@ __all__ = ["Operator", "Inpainting", "GaussianBlur", "SuperResolution", "Operato
 
 
 class Operator:
-    """Base class. Subclasses implement ``forward``/``adjoint`` and set ``valid`` and ``row_norm2``."""
+    """Base class. Subclasses implement ``forward``/``adjoint`` and set ``valid``, ``row_norm2`` and
+    ``gram_diagonal``."""
 
     name = "operator"
+    #: A Aᵀ is diagonal (rows of A do not overlap), so r² a² is the exact variance of A δ, δ ~ N(0, r² I), entry by
+    #: entry. False for a blur: there a smooth residual sees A Aᵀ's top eigenvalue (≈ 1), not a² (1/(4π std²)).
+    gram_diagonal: bool = True
 
     def __init__(self, sigma_y: float = 0.0):
         if sigma_y < 0:
@@ -156,6 +161,7 @@ class GaussianBlur(Operator):
     """
 
     name = "blur"
+    gram_diagonal = False
 
     def __init__(self, std: float = 3.0, kernel_size: int | None = None, sigma_y: float = 0.05):
         super().__init__(sigma_y)
