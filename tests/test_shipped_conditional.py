@@ -15,6 +15,8 @@ from datamodules.io import read_image, read_mask
 from vipaint.priors.conditional import load_conditional
 from vipaint.priors.external import PixelPrior
 from vipaint.priors.shipped import SHIPPED_CONDITIONAL
+from vipaint.prior import convert_prediction
+from vipaint.schedule import q_sample
 
 T = 500
 SIGMA_Y = 0.05
@@ -45,9 +47,9 @@ def test_shipped_conditional_uses_the_observation():
     g = torch.Generator().manual_seed(0)
     y = keep * (x + SIGMA_Y * torch.randn(x.shape, generator=g))
     ab = model.schedule.alpha_bar(T).float()
-    z = ab.sqrt() * x + (1 - ab).sqrt() * torch.randn(x.shape, generator=g)
+    z = q_sample(x, torch.randn(x.shape, generator=g), ab)
     with torch.no_grad():
-        x0_cond = (z - (1 - ab).sqrt() * model(z, T, torch.cat([y, keep], 1))) / ab.sqrt()
+        x0_cond, _ = convert_prediction(model(z, T, torch.cat([y, keep], 1)), z, ab.sqrt(), (1 - ab).sqrt(), "epsilon")
         x0_prior = prior.x0_hat(z, T)
     hole = 1 - keep
 

@@ -18,10 +18,10 @@ whose mask is per image), t being the integer timestep whose one-step estimate x
     the shipped CIFAR-10 autoencoder, diagonal 0.55): a variance per pixel lets the guidance step overshoot
     by that factor. A blur has the same shape with J = I: a² = Σ k² ≈ 0.035 for std 1.5 px, while a smooth
     residual sees A Aᵀ's top eigenvalue ≈ 1, and the diagonal variance made every sample of the MNIST prior
-    NaN on deblurring (bench/README.md, "Open questions", 3). With ρ, (σ_y² + r_t² ρ)⁻¹ r is the first conjugate-gradient step (steepest descent with
-    exact line search) towards C⁻¹ r, C = σ_y² I + r_t² A J Jᵀ Aᵀ the covariance of y given z_t through the
-    linearised decoder; exact where r is an eigenvector of A J Jᵀ Aᵀ (docs/method.md §5.2). Where few pixels
-    of a cell are observed ρ is small and the step stays strong.
+    NaN on deblurring (bench/README.md, "Open questions", 3). With ρ, (σ_y² + r_t² ρ)⁻¹ r is the first
+    conjugate-gradient step (steepest descent with exact line search) towards C⁻¹ r, C = σ_y² I + r_t² A J Jᵀ Aᵀ
+    the covariance of y given z_t through the linearised decoder; exact where r is an eigenvector of A J Jᵀ Aᵀ
+    (docs/method.md §5.2). Where few pixels of a cell are observed ρ is small and the step stays strong.
 * ``L1LpipsReconstruction`` (kind ``"l1_lpips"``): the L1 + LPIPS loss of the authors' code, negated
   (docs/method.md §5.3):
   ``-(l1_weight · mean|m⊙(y - x)| + lpips_weight · LPIPS(m⊙y, m⊙x))`` with l1_weight = 100/(2·0.566²),
