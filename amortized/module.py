@@ -108,11 +108,13 @@ class AmortizedModule(pl.LightningModule):
 
     def export(self, folder: str):
         """The encoder and what it was trained for (keypoints, init, prior, operator, steps) as a folder."""
+        from vipaint.priors.shipped import shipped_name
+
         from .encoder import save_encoder, training_meta
 
         step = int(self.trainer.global_step) if self._trainer is not None else None
         return save_encoder(self.encoder, folder, training_meta(self.config, self.operator_config, step,
-                                                                getattr(self.prior, "name", None)))
+                                                                shipped_name(getattr(self.prior, "name", None))))
 
     def on_after_backward(self) -> None:
         # The prior is frozen: no gradient may reach it (checked, not assumed).

@@ -127,17 +127,18 @@ def vipaint_config(name: str, budget: int | None, overrides: list[str]) -> VIPai
 
 
 def make_inpainter(prior, name: str, budget: int | None, samples: int, overrides: list[str],
-                   operator: OperatorConfig = INPAINTING) -> Inpainter:
+                   operator: OperatorConfig = INPAINTING, encoder: str | None = None) -> Inpainter:
     """The one entry point configured for method ``name`` at ``budget``: clean test images observed through
     ``operator`` (inpainting by default) with noise σ_y, VIPaint-K from the hand-made λ or
-    (``vipaint2_amortized``) from the prior's encoder, or a baseline."""
+    (``vipaint2_amortized``) from ``encoder`` (a folder or checkpoint; None: the prior's shipped encoder), or a
+    baseline."""
     if name in VIPAINT_METHODS:
         cfg = vipaint_config(name, budget, overrides)
         if name.endswith("_amortized"):   # the encoder's λ instead of the hand-made one; its cost is in the seconds
             from amortized.encoder import shipped_encoder_for
 
             return Inpainter(prior, "vipaint", vipaint=cfg, operator=operator, n_samples=samples, init="amortized",
-                             encoder=shipped_encoder_for(prior))
+                             encoder=encoder or shipped_encoder_for(prior))
         return Inpainter(prior, "vipaint", vipaint=cfg, operator=operator, n_samples=samples, init="hand")
     baselines = BaselinesConfig()
     if budget is not None:
@@ -145,6 +146,15 @@ def make_inpainter(prior, name: str, budget: int | None, samples: int, overrides
             raise SystemExit("mean_fill has no budget: write it without ':N'")
         setattr(getattr(baselines, name), "n_levels" if name == "repaint" else "n_steps", budget)
     return Inpainter(prior, name, baselines=baselines, operator=operator, n_samples=samples)
+
+
+def _repo_relative(path) -> str:
+    """``path`` relative to the checkout where it lies inside it (so a row resumes on another clone), else as given."""
+    root = Path(__file__).resolve().parents[1]
+    try:
+        return str(Path(path).resolve().relative_to(root))
+    except ValueError:
+        return str(path)
 
 
 def settings_of(solver: Inpainter) -> dict:
@@ -156,6 +166,8 @@ def settings_of(solver: Inpainter) -> dict:
         out = {"fit": dataclasses.asdict(cfg.fit), "refine": dataclasses.asdict(cfg.refine),
                "likelihood": dataclasses.asdict(cfg.likelihood), "init": dataclasses.asdict(cfg.init),
                "n_eval_samples": cfg.n_eval_samples, "keypoints": list(cfg.keypoints), "initialiser": solver.init}
+        if solver.init == "amortized":
+            out["encoder"] = _repo_relative(solver.encoder_path)
     return json.loads(json.dumps(to_jsonable(out)))
 
 
@@ -301,7 +313,8 @@ def measure(args, device, prior, x_all, labels, classify, specs, report: dict, o
         operator = TASKS.get(mask, INPAINTING)
         key = (name, budget, operator.name)
         if key not in solvers:
-            solvers[key] = make_inpainter(prior, name, budget, args.samples, args.vipaint_set, operator).to(device)
+            solvers[key] = make_inpainter(prior, name, budget, args.samples, args.vipaint_set, operator,
+                                          getattr(args, "encoder", None)).to(device)
         solver = solvers[key]
         row = done.get((name, budget, mask))
         if row is not None and not _within(row.get("settings"), settings_of(solver)):
@@ -325,6 +338,8 @@ def main(argv=None) -> None:
     ap.add_argument("--vipaint-set", nargs="*", default=[], metavar="SECTION.FIELD=VALUE")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--resume", action="store_true", help="keep the rows of --out measured with the same settings")
+    ap.add_argument("--encoder", default=None, help="vipaint2_amortized: an encoder folder or AmortizedModule "
+                                                    "checkpoint (default: the shipped prior's shipped encoder)")
     add_common_args(ap, RESULTS / "compare.json")
     ap.add_argument("--render", metavar="JSON", help="print the README table of an earlier run's JSON and exit")
     args = ap.parse_args(argv)

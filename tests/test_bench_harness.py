@@ -61,6 +61,23 @@ def test_amortized_method_needs_an_encoder_for_the_prior(tmp_path, tiny_unet_dir
         compare.main(_args(tiny_unet_dir, tmp_path / "t.json", "--methods", "vipaint2_amortized:1"))
 
 
+def test_amortized_method_takes_an_encoder_and_records_it(tmp_path, tiny_unet_dir):
+    """``--encoder`` (an unshipped one, say a run's export) is used and recorded, so --resume cannot mix two."""
+    from amortized.encoder import AmortizedEncoder, save_encoder
+
+    for name in ("a", "b"):
+        save_encoder(AmortizedEncoder(latent_channels=3, n_keypoints=2, width=8, depth=1), tmp_path / name,
+                     {"keypoints": [550, 400]})
+    out = tmp_path / "t.json"
+    compare.main(_args(tiny_unet_dir, out, "--methods", "vipaint2_amortized:0", "--encoder", str(tmp_path / "a")))
+    row = json.loads(out.read_text())["rows"][0]
+    assert row["settings"]["initialiser"] == "amortized" and row["settings"]["encoder"] == str(tmp_path / "a")
+    assert row["failed_images"] == 0
+    with pytest.raises(SystemExit, match="other settings"):
+        compare.main(_args(tiny_unet_dir, out, "--methods", "vipaint2_amortized:0", "--encoder", str(tmp_path / "b"),
+                           "--resume"))
+
+
 def test_unknown_method_names_the_choices():
     with pytest.raises(SystemExit, match="vipaint2_amortized"):
         compare.parse_method("vipaint3")

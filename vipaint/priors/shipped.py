@@ -19,7 +19,7 @@ import json
 from pathlib import Path
 
 __all__ = ["WEIGHTS", "SHIPPED_PRIORS", "SHIPPED_CONDITIONAL", "SHIPPED_ENCODERS", "DEFAULT_PRIOR", "RECIPES", "TUNED_FILE", "NotShipped",
-           "shipped_folder", "tuned_settings"]
+           "shipped_folder", "shipped_name", "tuned_settings"]
 
 WEIGHTS = Path(__file__).resolve().parents[2] / "weights"
 SHIPPED_PRIORS: dict[str, Path] = {"vipaint-mnist": WEIGHTS / "mnist-ddpm",
@@ -27,8 +27,9 @@ SHIPPED_PRIORS: dict[str, Path] = {"vipaint-mnist": WEIGHTS / "mnist-ddpm",
                                    "vipaint-cifar10": WEIGHTS / "cifar10-ddpm"}
 # Models trained for the task, not priors (``priors.conditional.load_conditional``).
 SHIPPED_CONDITIONAL: dict[str, Path] = {"vipaint-mnist-inpaint": WEIGHTS / "mnist-inpaint"}
-# Shipped prior folder -> the encoder trained on it (`python train.py fit --config configs/amortized_mnist.yaml`).
-SHIPPED_ENCODERS: dict[Path, Path] = {WEIGHTS / "mnist-ddpm": WEIGHTS / "mnist-amortized"}
+# Shipped prior folder -> the encoder trained on it (`python train.py fit --config configs/amortized_{mnist,cifar10}.yaml`).
+SHIPPED_ENCODERS: dict[Path, Path] = {WEIGHTS / "mnist-ddpm": WEIGHTS / "mnist-amortized",
+                                      WEIGHTS / "cifar10-ldm": WEIGHTS / "cifar10-ldm-amortized"}
 DEFAULT_PRIOR = "vipaint-mnist"
 #: The training config each shipped prior comes from (its model card has the full recipe).
 RECIPES: dict[str, str] = {"vipaint-mnist": "configs/prior_mnist.yaml",
@@ -65,3 +66,15 @@ def shipped_folder(name: str) -> Path:
     what = "model" if name in SHIPPED_CONDITIONAL else "prior"
     raise NotShipped(f"the {what} '{name}' is not in this checkout ({path} holds no weights): it is not shipped yet "
                      f"or the checkout is incomplete; {how}")
+
+
+def shipped_name(folder: str | Path | None) -> str | None:
+    """The registered name of the shipped prior loaded from ``folder`` (so records name it, not this machine's
+    path), else ``folder`` as given (a hub id, a user's folder) or None."""
+    if folder is None:
+        return None
+    try:
+        resolved = Path(folder).resolve()
+    except (OSError, RuntimeError):
+        return str(folder)
+    return next((name for name, path in SHIPPED_PRIORS.items() if path.resolve() == resolved), str(folder))
