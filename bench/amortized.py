@@ -57,8 +57,6 @@ def paired(a: list[float], b: list[float]) -> tuple[float, float]:
 
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--encoder", default=None, help="encoder folder or AmortizedModule checkpoint (default: the "
-                                                    "shipped encoder of the shipped prior)")
     ap.add_argument("--batch", type=int, default=25)
     ap.add_argument("--samples", type=int, default=4, help="refined samples per digit (plausibility)")
     ap.add_argument("--budgets", default="0,5,10,25,50")

@@ -187,6 +187,8 @@ def add_common_args(ap: argparse.ArgumentParser, out: str | Path) -> None:
                                                       "against the dev split's 900 images")
     ap.add_argument("--plausibility", action="store_true", help="CIFAR-10: score plausibility with the bench's own "
                                                                "classifier (bench/classifier.py; always on for MNIST)")
+    ap.add_argument("--encoder", default=None, help="the amortized methods' encoder: a folder or AmortizedModule "
+                                                    "checkpoint (default: the shipped encoder of the shipped prior)")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--out", default=str(out), help="result path (default: %(default)s)")
 
@@ -314,7 +316,7 @@ def measure(args, device, prior, x_all, labels, classify, specs, report: dict, o
         key = (name, budget, operator.name)
         if key not in solvers:
             solvers[key] = make_inpainter(prior, name, budget, args.samples, args.vipaint_set, operator,
-                                          getattr(args, "encoder", None)).to(device)
+                                          args.encoder).to(device)
         solver = solvers[key]
         row = done.get((name, budget, mask))
         if row is not None and not _within(row.get("settings"), settings_of(solver)):
@@ -338,8 +340,6 @@ def main(argv=None) -> None:
     ap.add_argument("--vipaint-set", nargs="*", default=[], metavar="SECTION.FIELD=VALUE")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--resume", action="store_true", help="keep the rows of --out measured with the same settings")
-    ap.add_argument("--encoder", default=None, help="vipaint2_amortized: an encoder folder or AmortizedModule "
-                                                    "checkpoint (default: the shipped prior's shipped encoder)")
     add_common_args(ap, RESULTS / "compare.json")
     ap.add_argument("--render", metavar="JSON", help="print the README table of an earlier run's JSON and exit")
     args = ap.parse_args(argv)

@@ -10,11 +10,10 @@ from __future__ import annotations
 
 import json
 
+import pytest
 import torch
 
 from amortized.encoder import CONFIG_NAME, WEIGHTS_NAME, AmortizedInit, load_encoder, shipped_encoder_for
-import pytest
-
 from datamodules.demo import CIFAR10_DEMO_DIR, MNIST_DEMO_DIR
 from datamodules.io import read_image, read_mask
 from vipaint.bound import evaluate_bound

@@ -73,8 +73,5 @@ def shipped_name(folder: str | Path | None) -> str | None:
     path), else ``folder`` as given (a hub id, a user's folder) or None."""
     if folder is None:
         return None
-    try:
-        resolved = Path(folder).resolve()
-    except (OSError, RuntimeError):
-        return str(folder)
+    resolved = Path(folder).resolve()
     return next((name for name, path in SHIPPED_PRIORS.items() if path.resolve() == resolved), str(folder))
