@@ -10,7 +10,9 @@
 3. Against the best linear denoiser: x̂_0 = E[x_0 | z_t] under a Gaussian fitted to ``--n-fit`` training images'
    mean and full covariance (3072 dimensions for pixels, 256 for 8x8x4 latents; ``priors.gaussian.GaussianPrior``),
    at t = 100, 300, 500 on the test images: MSE of each, and the prior's gain in dB (10 log10 MSE_linear / MSE).
-   A prior that learned more than second-order statistics has a positive gain at every t.
+   A prior that learned more than second-order statistics has a positive gain at every t. Also at t = 700, 850,
+   950, 990, where sampling starts: there the Gaussian is near optimal and the gain should be about 0 dB, not far
+   below (an ε-model's x̂_0 error grows as σ_t/α_t: the CIFAR-10 priors' colour-field samples).
 4. KID (``evaluation.kid``: VGG16 relu5_3 features, images at 64x64) of ``--n`` DDIM samples (50 steps) against the
    first ``--n`` test images, with two floors: ``--n`` training images against the same test images (real data),
    and, for latent priors, the autoencoder's reconstructions of those test images (the best its decoder allows).
@@ -35,7 +37,7 @@ from vipaint.priors.external import load_prior
 from vipaint.schedule import q_sample
 
 TS_EPS = [50, 200, 400, 550, 800]
-TS_LINEAR = [100, 300, 500]
+TS_LINEAR = [100, 300, 500, 700, 850, 950, 990]
 
 
 @torch.no_grad()

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from vipaint.schedule import q_sample
 from vipaint.training.prior import PriorTrainingModule, sample_timesteps
 
 ROOT_CONFIG = "configs/prior_mnist.yaml"
@@ -73,7 +74,57 @@ def test_train_export_and_resume(tmp_path, monkeypatch, fake_mnist):
     assert prior.image_shape == (1, 28, 28)
 
 
-@pytest.mark.parametrize("bad", [{"high_t_fraction": 1.5}, {"export_dtype": "int8"}])
+def test_v_loss_is_the_eps_loss_weighted_by_one_over_alpha_squared():
+    """Whatever the network outputs, read as v̂ its x̂_0 and ε̂ follow (Salimans & Ho 2022), and
+    ‖v̂ - v‖² = ‖ε̂ - ε‖² / α_t² at each t: the v objective is the ε objective weighted towards high t."""
+    kw = dict(image_size=8, channels=1, block_out_channels=[8, 8], layers_per_block=1, attention_levels=[])
+    torch.manual_seed(0)
+    m = PriorTrainingModule(**kw, prediction_type="v_prediction")
+    x0 = torch.rand(4, 1, 8, 8) * 2 - 1
+    for t_val in (10, 500, 990):
+        t = torch.full((4,), t_val)
+        ab = float(m.alphas_cumprod[t_val])
+        torch.manual_seed(1)
+        v_loss = m.loss(x0, t=t)
+        torch.manual_seed(1)
+        eps = torch.randn_like(x0)
+        eps_mse = torch.nn.functional.mse_loss(m.eps(m.unet, q_sample(x0, eps, torch.tensor(ab)), t), eps)
+        torch.testing.assert_close(v_loss, eps_mse / ab, rtol=1e-4, atol=1e-6)
+    # An ε-model's loss is its ε-MSE exactly.
+    e = PriorTrainingModule(**kw)
+    torch.manual_seed(1)
+    e_loss = e.loss(x0, t=torch.full((4,), 500))
+    torch.manual_seed(1)
+    eps = torch.randn_like(x0)
+    ab = e.alphas_cumprod[500]
+    torch.testing.assert_close(e_loss, torch.nn.functional.mse_loss(e.eps(e.unet, q_sample(x0, eps, ab), torch.full((4,), 500)), eps))
+
+
+def test_v_model_exports_its_prediction_type_and_loads_as_one(tmp_path):
+    """The exported scheduler says v_prediction, PixelPrior reads it, and the prior's x̂_0 is the training module's
+    α_t z_t - σ_t v̂ (one conversion, in ``prior.convert_prediction``); an ε-model warm-starts a v-model."""
+    from vipaint.priors.external import PixelPrior
+
+    kw = dict(image_size=8, channels=1, block_out_channels=[8, 8], layers_per_block=1, attention_levels=[])
+    torch.manual_seed(0)
+    PriorTrainingModule(**kw).export(tmp_path / "eps")
+    m = PriorTrainingModule(**kw, prediction_type="v_prediction", init_from=str(tmp_path / "eps"))
+    m.export(tmp_path / "v")
+    assert json.loads((tmp_path / "v" / "scheduler_config.json").read_text())["prediction_type"] == "v_prediction"
+    prior = PixelPrior(str(tmp_path / "v"), local_files_only=True)
+    assert prior.prediction_type == "v_prediction"
+    z = torch.randn(2, 1, 8, 8)
+    t = torch.tensor([100, 900])
+    ab = m.alphas_cumprod[t].reshape(-1, 1, 1, 1)
+    with torch.no_grad():
+        v = m.predict(m.ema, z, t)
+        x0_hat, eps_hat = prior.denoise(z, t)
+    torch.testing.assert_close(x0_hat, ab.sqrt() * z - (1 - ab).sqrt() * v, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(eps_hat, m.eps(m.ema, z, t), rtol=1e-4, atol=1e-5)
+    assert m.sample(2, steps=3).shape == (2, 1, 8, 8)
+
+
+@pytest.mark.parametrize("bad", [{"high_t_fraction": 1.5}, {"export_dtype": "int8"}, {"prediction_type": "sample"}])
 def test_bad_settings_are_named(bad):
     with pytest.raises(ValueError, match=next(iter(bad))):
         PriorTrainingModule(image_size=8, channels=1, block_out_channels=[8, 8], attention_levels=[], **bad)

@@ -6,7 +6,7 @@ the other way round.
 |---|---|---|
 | ``vipaint-mnist`` (default) | ``weights/mnist-ddpm`` | pixel DDPM of MNIST digits, 28x28 |
 | ``vipaint-cifar10-latent`` | ``weights/cifar10-ldm`` | latent DDPM of CIFAR-10: f4 autoencoder + UNet on 8x8x4 |
-| ``vipaint-cifar10`` | ``weights/cifar10-ddpm`` | pixel DDPM of CIFAR-10, 32x32x3 (in training: see its card) |
+| ``vipaint-cifar10`` | ``weights/cifar10-ddpm`` | pixel DDPM (v-prediction) of CIFAR-10, 32x32x3 (quality: its card) |
 | ``vipaint-mnist-inpaint`` | ``weights/mnist-inpaint`` | not a prior: a conditional DDPM of MNIST trained for inpainting |
 |  |  | (``priors.conditional``, the "conditional" method) |
 
