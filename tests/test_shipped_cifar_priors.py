@@ -21,7 +21,7 @@ from vipaint.priors.shipped import SHIPPED_PRIORS
 #: name -> {t: least gain in dB}: the measured gains less a margin, at the t where the model card claims a gain
 #: (latent prior, 2026-12-03: +0.74 / +0.31 / -0.01 dB at t = 100 / 300 / 500; pixel prior, v-prediction, 2026-12-06:
 #: +1.47 / +0.35 / -0.09 dB). Neither reaches the aim of +0.1 dB at t = 500 yet. At t = 850, where sampling starts,
-#: the pixel prior is within 0.04 dB of the Gaussian; as an ε-model it was 9.8 dB below it and sampled colour fields.
+#: the pixel prior is within 0.05 dB of the Gaussian (-0.045); as an ε-model it was 9.8 dB below it and sampled colour fields.
 EXPECTED = {"vipaint-cifar10-latent": {100: 0.4, 300: 0.15}, "vipaint-cifar10": {100: 1.2, 300: 0.2, 850: -0.3}}
 
 
