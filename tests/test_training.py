@@ -81,23 +81,22 @@ def test_v_loss_is_the_eps_loss_weighted_by_one_over_alpha_squared():
     torch.manual_seed(0)
     m = PriorTrainingModule(**kw, prediction_type="v_prediction")
     x0 = torch.rand(4, 1, 8, 8) * 2 - 1
-    for t_val in (10, 500, 990):
+
+    def loss_and_eps_mse(module, t_val):
+        """The module's loss at t and the ε-MSE of its ε̂ on the same noise draw."""
         t = torch.full((4,), t_val)
-        ab = float(m.alphas_cumprod[t_val])
         torch.manual_seed(1)
-        v_loss = m.loss(x0, t=t)
+        loss = module.loss(x0, t=t)
         torch.manual_seed(1)
         eps = torch.randn_like(x0)
-        eps_mse = torch.nn.functional.mse_loss(m.eps(m.unet, q_sample(x0, eps, torch.tensor(ab)), t), eps)
-        torch.testing.assert_close(v_loss, eps_mse / ab, rtol=1e-4, atol=1e-6)
+        z_t = q_sample(x0, eps, module.alphas_cumprod[t_val])
+        return loss, torch.nn.functional.mse_loss(module.denoise(module.unet, z_t, t)[1], eps)
+
+    for t_val in (10, 500, 990):
+        v_loss, eps_mse = loss_and_eps_mse(m, t_val)
+        torch.testing.assert_close(v_loss, eps_mse / float(m.alphas_cumprod[t_val]), rtol=1e-4, atol=1e-6)
     # An ε-model's loss is its ε-MSE exactly.
-    e = PriorTrainingModule(**kw)
-    torch.manual_seed(1)
-    e_loss = e.loss(x0, t=torch.full((4,), 500))
-    torch.manual_seed(1)
-    eps = torch.randn_like(x0)
-    ab = e.alphas_cumprod[500]
-    torch.testing.assert_close(e_loss, torch.nn.functional.mse_loss(e.eps(e.unet, q_sample(x0, eps, ab), torch.full((4,), 500)), eps))
+    torch.testing.assert_close(*loss_and_eps_mse(PriorTrainingModule(**kw), 500))
 
 
 def test_v_model_exports_its_prediction_type_and_loads_as_one(tmp_path):
@@ -120,7 +119,7 @@ def test_v_model_exports_its_prediction_type_and_loads_as_one(tmp_path):
         v = m.predict(m.ema, z, t)
         x0_hat, eps_hat = prior.denoise(z, t)
     torch.testing.assert_close(x0_hat, ab.sqrt() * z - (1 - ab).sqrt() * v, rtol=1e-4, atol=1e-5)
-    torch.testing.assert_close(eps_hat, m.eps(m.ema, z, t), rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(eps_hat, m.denoise(m.ema, z, t)[1], rtol=1e-4, atol=1e-5)
     assert m.sample(2, steps=3).shape == (2, 1, 8, 8)
 
 

@@ -188,11 +188,13 @@ class PriorTrainingModule(pl.LightningModule):
         """The raw network output at (z_t, t), the condition (if any) concatenated to z_t on channels."""
         return unet(z_t if cond is None else torch.cat([z_t, cond], 1), t).sample.float()
 
-    def eps(self, unet, z_t: torch.Tensor, t: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
-        """ε̂(z_t, t) whatever the network predicts, so ε-MSE curves compare across objectives."""
+    def denoise(self, unet, z_t: torch.Tensor, t: torch.Tensor,
+                cond: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(x̂_0, ε̂) at (z_t, t) whatever the network predicts (``prior.convert_prediction``), so the ε-MSE curves
+        compare across objectives and the samples read either kind of model."""
         ab = self.alphas_cumprod[t].reshape(-1, 1, 1, 1)
         out = self.predict(unet, z_t, t, cond)
-        return convert_prediction(out, z_t, ab.sqrt(), (1 - ab).sqrt(), self.prediction_type)[1]
+        return convert_prediction(out, z_t, ab.sqrt(), (1 - ab).sqrt(), self.prediction_type)
 
     def loss(self, x0: torch.Tensor, unet=None, t: torch.Tensor | None = None,
              cond: torch.Tensor | None = None) -> torch.Tensor:
@@ -235,7 +237,7 @@ class PriorTrainingModule(pl.LightningModule):
             t = torch.full((x0.shape[0],), t_val, device=x0.device, dtype=torch.long)
             eps = torch.randn(x0.shape, generator=g).to(x0.device)
             ab = self.alphas_cumprod[t].reshape(-1, 1, 1, 1)
-            mse = F.mse_loss(self.eps(self.ema, q_sample(x0, eps, ab), t, cond), eps)
+            mse = F.mse_loss(self.denoise(self.ema, q_sample(x0, eps, ab), t, cond)[1], eps)
             self.log(f"val/eps_mse_ema_t{t_val}", mse, sync_dist=True, batch_size=x0.shape[0])
 
     def on_validation_epoch_end(self) -> None:
@@ -252,9 +254,7 @@ class PriorTrainingModule(pl.LightningModule):
         sched = NoiseSchedule(self.scheduler.alphas_cumprod)
 
         def denoise(z, t):
-            ab = sched.alpha_bar(t).to(self.device).float()
-            out = self.predict(self.ema, z, torch.full((n,), t, device=self.device))
-            return convert_prediction(out, z, ab.sqrt(), (1 - ab).sqrt(), self.prediction_type)
+            return self.denoise(self.ema, z, torch.full((n,), t, device=self.device))
 
         g = torch.Generator(device="cpu").manual_seed(seed)
         shape = (n, self.hparams.channels, self.hparams.image_size, self.hparams.image_size)
