@@ -18,11 +18,13 @@ from vipaint.evaluation.denoiser import linear_denoiser_gain
 from vipaint.priors.external import load_prior
 from vipaint.priors.shipped import SHIPPED_PRIORS
 
-#: name -> {t: least gain in dB}: the measured gains less a margin, at the t where the model card claims a gain
-#: (latent prior, 2026-12-03: +0.74 / +0.31 / -0.01 dB at t = 100 / 300 / 500; pixel prior, v-prediction, 2026-12-06:
-#: +1.47 / +0.35 / -0.09 dB). Neither reaches the aim of +0.1 dB at t = 500 yet. At t = 850, where sampling starts,
-#: the pixel prior is within 0.05 dB of the Gaussian (-0.045); as an ε-model it was 9.8 dB below it and sampled colour fields.
-EXPECTED = {"vipaint-cifar10-latent": {100: 0.4, 300: 0.15}, "vipaint-cifar10": {100: 1.2, 300: 0.2, 850: -0.3}}
+#: name -> {t: least gain in dB}: the measured gains less a margin, at the t where the model card claims a gain.
+#: Both priors are v-prediction models (2026-12-06), which fixed x̂_0 at high t: as ε-models they were 3.3 dB (latent)
+#: and 9.8 dB (pixel) below the Gaussian at t = 850, where sampling starts, and the pixel one sampled colour fields.
+#: Measured here: latent +0.79 / +0.33 / +0.09 / -0.02 dB at t = 100 / 300 / 500 / 850 (the ε-model: +0.80 / +0.34 /
+#: 0.00 / -3.3); pixel +1.47 / +0.35 / -0.09 dB at t = 100 / 300 / 500, -0.045 at 850. At t = 500 the aim is +0.1 dB:
+#: the latent prior has it on the quality table's 256 test images (+0.10), the pixel prior not yet.
+EXPECTED = {"vipaint-cifar10-latent": {100: 0.4, 300: 0.15, 500: 0.03, 850: -0.3}, "vipaint-cifar10": {100: 1.2, 300: 0.2, 850: -0.3}}
 
 
 @pytest.mark.parametrize("name", list(EXPECTED))
@@ -44,9 +46,12 @@ def test_shipped_cifar_prior_beats_the_linear_denoiser(name, cifar10_zip):
 
 def test_shipped_latent_prior_fills_a_centre_box_without_saturating():
     """Issue 25's symptom, pinned: through the decoder the guidance once overshot, leaving 15-60% of a large hole at
-    the clamp (bench/README.md, "Latent priors"). With the residual reach (docs/method.md §5.2) the shipped latent
-    prior's fill of a centre box, VIPaint's defaults, keeps under 1% of hole pixels at |x| >= 0.98 — and so does no
-    longer with the per-pixel reach of before (the test can fail)."""
+    the clamp (bench/README.md, "Latent priors"). With VIPaint's defaults (the residual reach and the decoder solve,
+    docs/method.md §5.2) the shipped latent prior's fill of a centre box keeps fewer hole pixels at |x| >= 0.98 than
+    the true images have there (3.7% for these two; 2.7% over the 24-image benchmark's boxes), and under 2%; the
+    per-pixel reach of before without the decoder solve leaves over 5% (the test can fail). The issue asked for
+    under 1%: the residual reach alone gives 0.25% here (fills duller than the images), the decoder solve 1.5%
+    (1.2% over the benchmark's boxes on the ε-weights), still below the images' own share."""
     from PIL import Image
 
     from datamodules.masks import PRESETS
@@ -62,15 +67,17 @@ def test_shipped_latent_prior_fills_a_centre_box_without_saturating():
     keep = torch.stack([PRESETS["box50"]((32, 32), torch.Generator().manual_seed(i)) for i in range(len(names))])
     hole = (1 - keep).expand_as(x).unsqueeze(1).bool()
 
-    def saturated(reach: str) -> float:
-        cfg = VIPaintConfig(likelihood=LikelihoodConfig(reach=reach))
+    def saturated(reach: str, cg_steps: int | None = None) -> float:
+        cfg = VIPaintConfig(likelihood=LikelihoodConfig(reach=reach, cg_steps=cg_steps))
         out = Inpainter("vipaint-cifar10-latent", vipaint=cfg, n_samples=2, init="hand")(
             x, keep, torch.Generator().manual_seed(0))
         s = out.samples.abs() >= SATURATED
         return float(s[hole.expand_as(s)].float().mean())
 
-    assert saturated("auto") < 0.01
-    assert saturated("diagonal") > 0.05          # the overshoot this replaced, on the same images and seed
+    truth = float((x.abs() >= SATURATED)[hole[:, 0]].float().mean())
+    assert truth > 0.03
+    assert saturated("auto") < min(0.02, truth)
+    assert saturated("diagonal", cg_steps=0) > 0.05   # the overshoot this replaced, on the same images and seed
 
 
 @pytest.mark.slow
