@@ -43,8 +43,8 @@ def problem(schedule):
 
 
 def run(prior, op, y, reach="auto", cg_steps=None):
-    return vipaint(prior, op, GaussianLikelihood(op, prior, reach=reach, cg_steps=cg_steps), y, n_samples=N, config=CONFIG,
-                   generator=torch.Generator().manual_seed(1))
+    likelihood = GaussianLikelihood(op, prior, reach=reach, cg_steps=cg_steps)
+    return vipaint(prior, op, likelihood, y, n_samples=N, config=CONFIG, generator=torch.Generator().manual_seed(1))
 
 
 def test_closed_forms_agree(problem):
@@ -79,7 +79,8 @@ def test_per_pixel_variance_overshoots_through_the_decoder(problem):
     ratio = (diagonal.samples[0].std(0) / exact_std).median().item()
     solved = run(problem["latent"], problem["op"], problem["y"], reach="diagonal", cg_steps=LATENT_CG_STEPS)
     solved_ratio = (solved.samples[0].std(0) / exact_std).median().item()
-    print(f"reach 'diagonal': sample std {ratio:.3g} x the exact posterior's; with the decoder solve {solved_ratio:.3g}")
+    print(f"reach 'diagonal': sample std {ratio:.3g} x the exact posterior's; "
+          f"with the decoder solve {solved_ratio:.3g}")
     assert ratio > 100
     assert 0.8 < solved_ratio < 1.25
 

@@ -96,10 +96,23 @@ def test_latent_prior_kl_runs_vipaint(kl_dir):
     assert torch.isfinite(out.bound["elbo"]).all()
 
 
-def test_cg_is_refused_for_latent_priors(kl_dir):
-    prior = LatentPrior(str(kl_dir), local_files_only=True)
-    with pytest.raises(ValueError, match="pixel prior"):
-        GaussianLikelihood(Inpainting(torch.ones(1, 1, 16, 16)), prior, cg_steps=3)
+def test_decoder_cg_runs_through_a_diffusers_autoencoder(kl_dir):
+    """The decoder solve through a real AutoencoderKL (its attention has no double backward on the CPU, hence J v by
+    central differences): one CG step is the residual reach's gradient; three move it and stay finite."""
+    prior = LatentPrior(str(kl_dir), autoencoder_subfolder="vae", local_files_only=True)
+    g = torch.Generator().manual_seed(3)
+    op = Inpainting((torch.rand(1, 1, 16, 16, generator=g) < 0.5).float(), 0.05)
+    y = op.forward(torch.rand(1, 3, 16, 16, generator=g) * 2 - 1)
+    z0 = torch.randn(1, 4, 8, 8, generator=g)
+
+    def gradient(cg_steps: int) -> torch.Tensor:
+        z = z0.clone().requires_grad_(True)
+        ll = GaussianLikelihood(op, prior, cg_steps=cg_steps)(y, prior.decode(z), 300, z, z)
+        return torch.autograd.grad(ll.sum(), z)[0]
+
+    reach, one, three = gradient(0), gradient(1), gradient(3)
+    torch.testing.assert_close(one, reach, rtol=1e-3, atol=1e-4 * reach.abs().max().item())
+    assert torch.isfinite(three).all() and (three - reach).norm() > 0.01 * reach.norm()
 
 
 def test_unreachable_hub_id_says_how_to_use_a_folder():
