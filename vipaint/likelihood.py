@@ -169,6 +169,10 @@ class GaussianLikelihood(_Likelihood):
         """ρ = ‖(A J)ᵀ r‖² / ‖r‖² per sample (N,), detached: r = valid ⊙ (y − A x), J = ∂x/∂x̂_0 (the decoder's
         Jacobian at x̂_0). One backward through the decoder: through x's own graph where it has one to x̂_0,
         else through a fresh decode (the reported bound runs without gradients)."""
+        return self._residual_reach_and_vjp(y, op, x, x0_hat)[0]
+
+    def _residual_reach_and_vjp(self, y: Tensor, op: Operator, x: Tensor, x0_hat: Tensor) -> tuple[Tensor, Tensor]:
+        """(ρ, Jᵀ Aᵀ r): the backward ρ needs is also the decoder solve's first product (``_decoder_cg_direction``)."""
         r = (op.valid(y).expand_as(y) * (y - op.forward(x))).detach()
         with torch.enable_grad():
             if x.requires_grad and x0_hat.requires_grad:
@@ -178,18 +182,19 @@ class GaussianLikelihood(_Likelihood):
                 out = self.prior.decode(inp)
             (jt_r,) = torch.autograd.grad(out, inp, grad_outputs=op.adjoint(r), retain_graph=out is x)
         # An all-zero residual (y reproduced exactly) leaves ρ = 0: the variance is then σ_y² alone.
-        return (jt_r.flatten(1).pow(2).sum(1) / r.flatten(1).pow(2).sum(1).clamp_min(1e-30)).detach()
+        rho = (jt_r.flatten(1).pow(2).sum(1) / r.flatten(1).pow(2).sum(1).clamp_min(1e-30)).detach()
+        return rho, jt_r
 
     def __call__(self, y: Tensor, x: Tensor, t: int | Tensor, z: Tensor | None = None,
                  x0_hat: Tensor | None = None) -> Tensor:
         """log p(y | z_t) per sample (N,) for decoded estimates x (N, C, H, W) of the B observations y; ``z``:
         the noisy latent z_t (CG only), ``x0_hat``: the prior-space estimate with x = D(x̂_0) (reach "residual")."""
         y, op = self._matched(y, x)
-        reach = None
+        reach = jt_r = None
         if self.marginalize_denoiser and self.reach == "residual":
             if x0_hat is None:
                 raise ValueError("reach 'residual' needs x0_hat, the estimate x was decoded from")
-            reach = self.residual_reach(y, op, x, x0_hat)
+            reach, jt_r = self._residual_reach_and_vjp(y, op, x, x0_hat)
         extra = self.extra_var(t, x.device)
         value = op.log_likelihood(y, x, extra, reach)
         if self.cg_steps <= 0 or not x.requires_grad:
@@ -197,7 +202,7 @@ class GaussianLikelihood(_Likelihood):
         if self.prior.is_latent:
             if x0_hat is None or not x0_hat.requires_grad:
                 return value   # no graph from x̂_0 to x (the reported bound): the value alone is asked for
-            grad_x, sound = self._decoder_cg_direction(y, op, x, x0_hat, extra)
+            grad_x, sound = self._decoder_cg_direction(y, op, x, x0_hat, extra, jt_r)
         elif z is None:
             return value
         else:
@@ -227,14 +232,15 @@ class GaussianLikelihood(_Likelihood):
         v, sound = self._conjugate_gradients(matvec, w * (y - op.forward(x.detach())), op.sigma_y**2)
         return op.adjoint(v).detach(), sound
 
-    def _decoder_cg_direction(self, y: Tensor, op: Operator, x: Tensor, x0_hat: Tensor,
-                              var: Tensor | float) -> tuple[Tensor, Tensor]:
+    def _decoder_cg_direction(self, y: Tensor, op: Operator, x: Tensor, x0_hat: Tensor, var: Tensor | float,
+                              jt_r: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """Latent priors: (Aᵀ C⁻¹ (y - A x) by ``cg_steps`` of conjugate gradients, detached; (N, 1, 1, 1) bool).
 
         C = σ_y² I + r_t² A J Jᵀ Aᵀ, J = ∂x/∂x̂_0 the decoder's Jacobian (docs/method.md §5.2): the full solve of
         which the residual reach is the first step. Jᵀ u is one backward through x's graph; J v a central
         difference of two float32 decodes (``decoder_jvp``). A step costs about two decoder passes and no
-        network evaluation. C is a covariance for any J: the soundness check only catches NaNs.
+        network evaluation. C is a covariance for any J: the soundness check only catches NaNs. ``jt_r``: Jᵀ Aᵀ r
+        if the residual reach already took it, reused for CG's first product (its first direction is r itself).
         """
         w = op.valid(y).expand_as(y)
         var = torch.as_tensor(var, dtype=x.dtype, device=x.device)
@@ -242,8 +248,13 @@ class GaussianLikelihood(_Likelihood):
             var = var.reshape(-1, *([1] * (y.ndim - 1)))
         z0 = x0_hat.detach()
 
+        known = [jt_r] if jt_r is not None else []
+
         def matvec(u: Tensor) -> Tensor:  # C u on the valid entries
-            (jt,) = torch.autograd.grad(x, x0_hat, grad_outputs=op.adjoint(w * u), retain_graph=True)
+            if known:
+                jt = known.pop()
+            else:
+                (jt,) = torch.autograd.grad(x, x0_hat, grad_outputs=op.adjoint(w * u), retain_graph=True)
             return w * (op.sigma_y**2 * u + var * op.forward(decoder_jvp(self.prior.decode, z0, jt)))
 
         v, sound = self._conjugate_gradients(matvec, w * (y - op.forward(x.detach())), op.sigma_y**2)
