@@ -113,6 +113,12 @@ class _Likelihood:
             raise ValueError(f"{x.shape[0]} samples cannot be split evenly over {y.shape[0]} observations")
         return repeat_observation(y, self.operator, x.shape[0] // y.shape[0])
 
+    def decoder_error_mean(self, field, y: Tensor, x: Tensor) -> Tensor:
+        """E[e | z_0, y] (N, C, H, W) for decoded x = D(z_0) of the B observations y, ``field`` the prior's
+        ``decoder_error.DecoderError``, with this likelihood's operator and σ_y."""
+        y, op = self._matched(y, x)
+        return field.conditional_mean(y, x, op)
+
 
 class GaussianLikelihood(_Likelihood):
     """Σ_valid log N(y; A x, σ_y² + r_t² ρ), see the module docstring. ``reach``: "auto", "diagonal" or

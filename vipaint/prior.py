@@ -90,12 +90,14 @@ class Prior(nn.Module):
     #: VIPaint settings tuned for this prior (dotted names of ``pipeline.TUNABLE`` -> value), shipped with its
     #: weights; applied only where a run leaves the setting unset.
     tuned: dict[str, float] = {}
-
     def __init__(self, schedule: NoiseSchedule, latent_shape: tuple[int, int, int], image_shape: tuple[int, int, int]):
         super().__init__()
         self.schedule = schedule
         self.latent_shape = tuple(int(s) for s in latent_shape)
         self.image_shape = tuple(int(s) for s in image_shape)
+        #: The autoencoder's error field Σ_e (``decoder_error.DecoderError``, a submodule) where it was measured and
+        #: shipped with the prior (latent priors); None: the decoder is taken as exact (always for pixel priors).
+        self.decoder_error = None
 
     def freeze(self) -> "Prior":
         for p in self.parameters():

@@ -12,7 +12,9 @@ From z_{T_s} (a sample of the fitted q) down to t = 0 on a strided grid T_s = τ
 ``z_s`` (guidance="gradient")     DDIM(η) step from (x̂_0, ε̂) + ζ g   — the authors' form
                                   (docs/method.md §10.8: η = 0.2, no noise, ζ = 2 on their loss,
                                   every step)
-output                            D(x̂_0^y) at the last grid point (t = 0), clamped to ``prior.output_range``
+output                            D(x̂_0^y) at the last grid point (t = 0), plus E[e | z_0, y], the decoder
+                                  error's conditional mean where the prior has a measured one
+                                  (``decoder_error.py``, latent priors), clamped to ``prior.output_range``
 ================================  ==================================================================
 
 The default is the Tweedie form with η = 1 (a stochastic DDPM step) on 25 strided steps: for a Gaussian
@@ -47,12 +49,16 @@ class RefineConfig:
             (``Prior.tuned``, filled in by ``pipeline.tuned_for``), else ``DEFAULT_SCALE`` = 1, exact for Gaussian
             priors.
         eta: DDIM stochasticity of the steps (1 = DDPM, 0 = deterministic).
+        decoder_error: return E[x | z_0, y] = D(z_0) + E[e | z_0, y] where the prior ships its autoencoder's error
+            field (``Prior.decoder_error``): the decoder's error at the observed pixels, carried into their
+            neighbours (docs/method.md §5.4). No effect on pixel priors.
     """
 
     n_steps: int = 25
     guidance: Literal["tweedie", "gradient"] = "tweedie"
     scale: float | None = None
     eta: float = 1.0
+    decoder_error: bool = True
 
     DEFAULT_SCALE: ClassVar[float] = 1.0
 
@@ -117,6 +123,8 @@ def refine(prior: Prior, likelihood, y: Tensor, z: Tensor, t_start: int, config:
             trace(t, z, x0_hat, x0y)
     with torch.no_grad():
         x = prior.decode(x0y)
+        if config.decoder_error and prior.decoder_error is not None:
+            x = x + likelihood.decoder_error_mean(prior.decoder_error, y, x)
         if prior.output_range is not None:
             x = x.clamp(*prior.output_range)
     return x, len(ts)

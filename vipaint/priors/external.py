@@ -24,14 +24,18 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from ..decoder_error import DecoderError
 from ..prior import Prior
 from ..schedule import NoiseSchedule
 from .shipped import DEFAULT_PRIOR, SHIPPED_PRIORS, NotShipped, shipped_folder, tuned_settings
 
-__all__ = ["PixelPrior", "LatentPrior", "PriorLoadError", "load_prior", "tiny_random_unet", "TINY_RANDOM"]
+__all__ = ["PixelPrior", "LatentPrior", "PriorLoadError", "load_prior", "load_decoder_error", "tiny_random_unet",
+           "TINY_RANDOM", "DECODER_ERROR_NAME"]
 
 log = logging.getLogger(__name__)
 TINY_RANDOM = "tiny-random"
+#: The autoencoder's measured error field, in its subfolder (``vae/`` or ``vqvae/``) of a latent prior.
+DECODER_ERROR_NAME = "decoder_error.safetensors"
 
 
 class PriorLoadError(RuntimeError):
@@ -183,11 +187,15 @@ class LatentPrior(_DiffusersPrior):
         autoencoder_subfolder: "vqvae" (VQModel) or "vae" (AutoencoderKL); None tries both.
         data_std: std of the clean latents for r_t²: 1 for latents scaled to unit variance by the autoencoder's
             ``scaling_factor`` (what the LDM recipe and ``training.autoencoder`` do), not the pixels' 0.5.
+        decoder_error: the autoencoder's measured error field (``vipaint.decoder_error``; written by
+            ``python -m vipaint.training.decoder_error``): "auto" (default) loads ``DECODER_ERROR_NAME`` from the
+            autoencoder's folder where it is there, a path loads that file, None takes the decoder as exact.
         Other arguments as ``PixelPrior``'s.
     """
 
     def __init__(self, pretrained: str, autoencoder_subfolder: str | None = None, local_files_only: bool = False,
-                 data_std: float = 1.0, precision: str = "32", channels_last: bool = False, compile: bool = False):
+                 data_std: float = 1.0, precision: str = "32", channels_last: bool = False, compile: bool = False,
+                 decoder_error: str | None = "auto"):
         from diffusers import AutoencoderKL, UNet2DModel, VQModel
 
         pretrained = _resolve(pretrained)
@@ -215,6 +223,11 @@ class LatentPrior(_DiffusersPrior):
         self.data_std = data_std
         self.name = pretrained
         self.tuned = tuned_settings(pretrained if Path(pretrained).is_dir() else None)
+        if decoder_error == "auto":
+            found = [Path(pretrained) / sub / DECODER_ERROR_NAME for sub in ("vae", "vqvae")]
+            decoder_error = next((str(p) for p in found if p.is_file()), None)
+        if decoder_error is not None:
+            self.decoder_error = load_decoder_error(decoder_error, self.image_shape)
         self.freeze()
 
     @property
@@ -233,6 +246,21 @@ class LatentPrior(_DiffusersPrior):
 
     def decode(self, z0: Tensor) -> Tensor:
         return self.autoencoder.decode(z0 / self.scaling_factor).sample
+
+
+def load_decoder_error(path: str | os.PathLike, image_shape: tuple[int, int, int]) -> DecoderError:
+    """The ``DecoderError`` saved at ``path`` (safetensors, key "kernel"), checked against the prior's images."""
+    from safetensors.torch import load_file
+
+    try:
+        err = DecoderError(load_file(str(path))["kernel"])
+    except (OSError, KeyError, ValueError) as e:
+        raise PriorLoadError(f"cannot read the decoder error {path} ({type(e).__name__}: {e}); measure it again with "
+                             "python -m vipaint.training.decoder_error, or pass decoder_error null") from None
+    if err.shape != tuple(image_shape):
+        raise PriorLoadError(f"the decoder error {path} was measured on {err.shape} images, the prior makes "
+                             f"{tuple(image_shape)}: measure it again with python -m vipaint.training.decoder_error")
+    return err
 
 
 def load_prior(pretrained: str = DEFAULT_PRIOR, **kwargs) -> Prior:
