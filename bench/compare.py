@@ -13,7 +13,8 @@ method's default. Every method runs through the one entry point, ``vipaint.Inpai
 budget, built once per run and reused for every batch and mask): it fills in the prior's tuned settings (the
 shipped MNIST prior's guidance weight ζ = 2; ``--vipaint-set refine.scale=1`` for the isotropic weight),
 builds the likelihood from ``likelihood.*`` and counts the network evaluations (``Restoration.nfe``).
-``--vipaint-set fit.n_samples=4 refine.n_steps=25`` overrides ``VIPaintConfig`` fields for every VIPaint run.
+``--vipaint-set fit.n_samples=4 refine.n_steps=25`` overrides ``VIPaintConfig`` fields for every VIPaint run,
+``--baseline-set dps.decoder_error=true`` ``BaselinesConfig`` fields for every baseline run.
 Images: MNIST test digits (first N; with labels for the plausibility score), CIFAR-10 test (first N, one per
 class in turn), or the scikit-image photos (``--data demo``). Masks are seeded per image and identical for every
 method, and so is the observation noise (σ_y = 0.05, drawn from the batch's seed). Every method is scored by
@@ -100,21 +101,22 @@ def parse_method(spec: str) -> tuple[str, int | None]:
     return name, int(budget) if budget else None
 
 
-def _override(obj, path: list[str], value, item: str):
+def _override(obj, path: list[str], value, item: str, flag: str = "--vipaint-set"):
     """``obj`` (a dataclass) with the field at ``path`` set to ``value``, every level rebuilt so that its own
     checks (``__post_init__``) run on the new value."""
     head, *rest = path
     if not dataclasses.is_dataclass(obj) or head not in {f.name for f in dataclasses.fields(obj)}:
-        raise SystemExit(f"--vipaint-set {item}: VIPaintConfig has no field {item.partition('=')[0]}")
-    new = _override(getattr(obj, head), rest, value, item) if rest else value
+        raise SystemExit(f"{flag} {item}: there is no such field {item.partition('=')[0]}")
+    new = _override(getattr(obj, head), rest, value, item, flag) if rest else value
     return dataclasses.replace(obj, **{head: new})
 
 
-def apply_overrides(cfg: VIPaintConfig, overrides: list[str]) -> VIPaintConfig:
-    """``cfg`` with ``--vipaint-set`` items (``section.field=value``, values parsed as YAML) applied."""
+def apply_overrides(cfg, overrides: list[str], flag: str = "--vipaint-set"):
+    """``cfg`` (``VIPaintConfig``, or ``BaselinesConfig`` for ``--baseline-set``) with ``section.field=value`` items
+    (values parsed as YAML) applied."""
     for item in overrides:
         key, _, value = item.partition("=")
-        cfg = _override(cfg, key.split("."), yaml.safe_load(value), item)
+        cfg = _override(cfg, key.split("."), yaml.safe_load(value), item, flag)
     return cfg
 
 
@@ -127,7 +129,8 @@ def vipaint_config(name: str, budget: int | None, overrides: list[str]) -> VIPai
 
 
 def make_inpainter(prior, name: str, budget: int | None, samples: int, overrides: list[str],
-                   operator: OperatorConfig = INPAINTING, encoder: str | None = None) -> Inpainter:
+                   operator: OperatorConfig = INPAINTING, encoder: str | None = None,
+                   baseline_overrides: list[str] = ()) -> Inpainter:
     """The one entry point configured for method ``name`` at ``budget``: clean test images observed through
     ``operator`` (inpainting by default) with noise σ_y, VIPaint-K from the hand-made λ or
     (``vipaint2_amortized``) from ``encoder`` (a folder or checkpoint; None: the prior's shipped encoder), or a
@@ -140,7 +143,7 @@ def make_inpainter(prior, name: str, budget: int | None, samples: int, overrides
             return Inpainter(prior, "vipaint", vipaint=cfg, operator=operator, n_samples=samples, init="amortized",
                              encoder=encoder or shipped_encoder_for(prior))
         return Inpainter(prior, "vipaint", vipaint=cfg, operator=operator, n_samples=samples, init="hand")
-    baselines = BaselinesConfig()
+    baselines = apply_overrides(BaselinesConfig(), list(baseline_overrides), "--baseline-set")
     if budget is not None:
         if name == "mean_fill":
             raise SystemExit("mean_fill has no budget: write it without ':N'")
@@ -175,6 +178,8 @@ def add_common_args(ap: argparse.ArgumentParser, out: str | Path) -> None:
     """Options every image benchmark shares: prior, data, LPIPS weights, device, output path."""
     ap.add_argument("--prior", default="vipaint-mnist", help="shipped name, diffusers folder or hub id")
     ap.add_argument("--data", choices=["mnist", "cifar10", "demo"], default="mnist")
+    ap.add_argument("--baseline-set", nargs="*", default=[], metavar="METHOD.FIELD=VALUE",
+                    help="BaselinesConfig overrides for every baseline run, e.g. dps.decoder_error=true")
     ap.add_argument("--data-path", default=None, help="MNIST folder / CIFAR-10 zip (else $VIPAINT_MNIST_DIR / "
                                                        "$VIPAINT_CIFAR10_ZIP)")
     ap.add_argument("--n-images", type=int, default=100)
@@ -276,10 +281,13 @@ def run_header(args, device, n_images: int, script: str, argv) -> dict:
     settings every row shares); ``rows`` is filled in."""
     return {**header(script, argv, device), "prior": args.prior, "precision": args.precision, "data": args.data,
             "split": args.split if args.data == "cifar10" else None, "n_images": n_images, "samples": args.samples, "seed": args.seed, "vipaint_set": args.vipaint_set,
-            "sigma_y": SIGMA_Y, "rows": []}
+            "sigma_y": SIGMA_Y, "rows": [],
+            # recorded only where given, so that the files of earlier runs still resume
+            **({"baseline_set": args.baseline_set} if args.baseline_set else {})}
 
 
-SAME_RUN = ("prior", "precision", "data", "split", "n_images", "samples", "seed", "vipaint_set", "sigma_y")
+SAME_RUN = ("prior", "precision", "data", "split", "n_images", "samples", "seed", "vipaint_set", "sigma_y",
+            "baseline_set")
 
 
 def finished_rows(path: Path, report: dict) -> dict:
@@ -287,7 +295,7 @@ def finished_rows(path: Path, report: dict) -> dict:
     if not path.is_file():
         return {}
     old = json.loads(path.read_text())
-    differ = [k for k in SAME_RUN if old.get(k) != report[k]]
+    differ = [k for k in SAME_RUN if old.get(k) != report.get(k)]
     if differ:
         raise SystemExit(f"--resume: {path} was measured with other settings ({', '.join(differ)}); "
                          f"choose another --out")
@@ -316,7 +324,7 @@ def measure(args, device, prior, x_all, labels, classify, specs, report: dict, o
         key = (name, budget, operator.name)
         if key not in solvers:
             solvers[key] = make_inpainter(prior, name, budget, args.samples, args.vipaint_set, operator,
-                                          args.encoder).to(device)
+                                          args.encoder, args.baseline_set).to(device)
         solver = solvers[key]
         row = done.get((name, budget, mask))
         if row is not None and not _within(row.get("settings"), settings_of(solver)):

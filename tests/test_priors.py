@@ -170,3 +170,75 @@ def test_bf16_falls_back_to_float32_without_native_support(tiny_unet_dir, monkey
         assert torch.equal(fallback, ref.denoise(z, 400)[0])
         monkeypatch.setitem(prior_module._NATIVE_BF16, "cpu", True)      # where it is native, bf16 is used
         assert not torch.equal(bf16.denoise(z, 400)[0], ref.denoise(z, 400)[0])
+
+
+def test_latent_prior_loads_its_decoder_error(kl_dir, tmp_path):
+    """decoder_error "auto" loads vae/decoder_error.safetensors where it is there (else None, as with null); a field
+    measured on images of another size is refused in one sentence naming the file."""
+    import shutil
+
+    from safetensors.torch import save_file
+
+    from vipaint.decoder_error import DecoderError
+    from vipaint.priors.external import DECODER_ERROR_NAME
+
+    folder = tmp_path / "ldm"
+    shutil.copytree(kl_dir, folder)
+    assert LatentPrior(str(folder), local_files_only=True).decoder_error is None
+    errors = 0.1 * torch.randn(64, 3, 16, 16, generator=torch.Generator().manual_seed(0))
+    save_file({"kernel": DecoderError.estimate(errors).kernel}, str(folder / "vae" / DECODER_ERROR_NAME))
+    assert LatentPrior(str(folder), local_files_only=True).decoder_error.rms == pytest.approx(0.1, rel=0.05)
+    assert LatentPrior(str(folder), local_files_only=True, decoder_error=None).decoder_error is None
+    save_file({"kernel": torch.zeros(3, 3, 8, 8)}, str(folder / "vae" / DECODER_ERROR_NAME))
+    with pytest.raises(PriorLoadError, match=f"{DECODER_ERROR_NAME} was measured on"):
+        LatentPrior(str(folder), local_files_only=True)
+
+
+def test_refiner_returns_the_decoder_error_mean(kl_dir):
+    """With a field, the refiner's output is D(z_0) + E[e | z_0, y] (the same draws with and without it)."""
+    from vipaint.decoder_error import DecoderError
+    from vipaint.refine import refine
+
+    prior = LatentPrior(str(kl_dir), local_files_only=True)
+    prior.decoder_error = DecoderError.estimate(0.1 * torch.randn(64, 3, 16, 16, generator=torch.Generator().manual_seed(0)))
+    prior.output_range = None   # compare before any clamp
+    g = torch.Generator().manual_seed(1)
+    op = Inpainting((torch.rand(1, 1, 16, 16, generator=g) < 0.5).float(), 0.05)
+    y = op.forward(torch.rand(1, 3, 16, 16, generator=g) * 2 - 1)
+    z = torch.randn(2, 4, 8, 8, generator=g)
+    lik = GaussianLikelihood(op, prior, cg_steps=0)
+
+    def run(on: bool) -> torch.Tensor:
+        cfg = RefineConfig(n_steps=2, decoder_error=on)
+        return refine(prior, lik, y, z, 100, cfg, torch.Generator().manual_seed(2))[0]
+
+    plain, completed = run(False), run(True)
+    mean = lik.decoder_error_mean(prior.decoder_error, y, plain)
+    assert mean.abs().max() > 1e-3
+    torch.testing.assert_close(completed, plain + mean, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("method", ["dps", "psld"])
+def test_latent_baselines_take_the_decoder_error_mean_when_asked(kl_dir, method):
+    """``decoder_error`` on DPS and PSLD (off by default, the published methods) adds E[e | z_0, y] to the same draws."""
+    from dataclasses import replace
+
+    from vipaint.baselines import BASELINES
+    from vipaint.decoder_error import DecoderError
+    from vipaint.operators import repeat_observation
+
+    prior = LatentPrior(str(kl_dir), local_files_only=True)
+    prior.decoder_error = DecoderError.estimate(0.1 * torch.randn(64, 3, 16, 16, generator=torch.Generator().manual_seed(0)))
+    prior.output_range = None
+    g = torch.Generator().manual_seed(1)
+    op = Inpainting((torch.rand(1, 1, 16, 16, generator=g) < 0.5).float(), 0.05)
+    y = op.forward(torch.rand(1, 3, 16, 16, generator=g) * 2 - 1)
+    run, config_cls = BASELINES[method]
+    config = config_cls(n_steps=3)
+    assert config.decoder_error is False
+    plain = run(prior, op, y, 2, config, torch.Generator().manual_seed(2))[0]
+    completed = run(prior, op, y, 2, replace(config, decoder_error=True), torch.Generator().manual_seed(2))[0]
+    yy, ops = repeat_observation(y, op, 2)
+    mean = prior.decoder_error.conditional_mean(yy, plain.flatten(0, 1), ops)
+    assert mean.abs().max() > 1e-3
+    torch.testing.assert_close(completed.flatten(0, 1), plain.flatten(0, 1) + mean, atol=1e-5, rtol=0)

@@ -48,12 +48,12 @@ def test_shipped_cifar_prior_beats_the_linear_denoiser(name, cifar10_zip):
 
 def test_shipped_latent_prior_fills_a_centre_box_without_saturating():
     """Issue 25's symptom, pinned: through the decoder the guidance once overshot, leaving 15-60% of a large hole at
-    the clamp (bench/README.md, "Latent priors"). With VIPaint's defaults (the residual reach and the decoder solve,
-    docs/method.md §5.2) the shipped latent prior's fill of a centre box keeps fewer hole pixels at |x| >= 0.98 than
-    the true images have there (3.7% for these two; 2.7% over the 24-image benchmark's boxes), and under 2%; the
-    per-pixel reach of before without the decoder solve leaves over 5% (the test can fail). The issue asked for
-    under 1%: the residual reach alone gives 0.25% here (fills duller than the images), the decoder solve 1.5%
-    (1.2% over the benchmark's boxes on the ε-weights), still below the images' own share."""
+    the clamp (bench/README.md, "Latent priors"). With VIPaint's guidance (the residual reach and the decoder solve,
+    docs/method.md §5.2) the shipped latent prior's fill of a centre box keeps under 2% of the hole at |x| >= 0.98
+    (1.5%; the issue asked for under 1%: the residual reach alone gives 0.25%, fills duller than the images); the
+    per-pixel reach without the decoder solve leaves over 5% (the test can fail). The decoder error's conditional
+    mean (§5.4, on by default) gives back some of the autoencoder's contrast: 2.3%, still fewer than the true
+    images have there (3.7% for these two; 2.7% over the 24-image benchmark's boxes)."""
     from PIL import Image
 
     from datamodules.masks import PRESETS
@@ -61,6 +61,7 @@ def test_shipped_latent_prior_fills_a_centre_box_without_saturating():
     from vipaint.evaluation.scoring import SATURATED
     from vipaint.likelihood import LikelihoodConfig
     from vipaint.pipeline import VIPaintConfig
+    from vipaint.refine import RefineConfig
 
     demo = Path(__file__).resolve().parents[1] / "demo" / "cifar10" / "images"
     names = ["test_cat_0997.png", "test_ship_0998.png"]
@@ -69,8 +70,9 @@ def test_shipped_latent_prior_fills_a_centre_box_without_saturating():
     keep = torch.stack([PRESETS["box50"]((32, 32), torch.Generator().manual_seed(i)) for i in range(len(names))])
     hole = (1 - keep).expand_as(x).unsqueeze(1).bool()
 
-    def saturated(reach: str, cg_steps: int | None = None) -> float:
-        cfg = VIPaintConfig(likelihood=LikelihoodConfig(reach=reach, cg_steps=cg_steps))
+    def saturated(reach: str, cg_steps: int | None = None, decoder_error: bool = True) -> float:
+        cfg = VIPaintConfig(likelihood=LikelihoodConfig(reach=reach, cg_steps=cg_steps),
+                            refine=RefineConfig(decoder_error=decoder_error))
         out = Inpainter("vipaint-cifar10-latent", vipaint=cfg, n_samples=2, init="hand")(
             x, keep, torch.Generator().manual_seed(0))
         s = out.samples.abs() >= SATURATED
@@ -78,8 +80,9 @@ def test_shipped_latent_prior_fills_a_centre_box_without_saturating():
 
     truth = float((x.abs() >= SATURATED)[hole[:, 0]].float().mean())
     assert truth > 0.03
-    assert saturated("auto") < min(0.02, truth)
-    assert saturated("diagonal", cg_steps=0) > 0.05   # the overshoot this replaced, on the same images and seed
+    assert saturated("auto", decoder_error=False) < 0.02
+    assert saturated("auto") < truth
+    assert saturated("diagonal", cg_steps=0, decoder_error=False) > 0.05   # the overshoot this replaced, on the same images and seed
 
 
 @pytest.mark.slow
@@ -98,3 +101,33 @@ def test_shipped_latent_prior_saturates_no_mask_of_the_demo():
     sat = ((out.samples.abs() >= SATURATED) * (1 - keep).unsqueeze(1)).flatten(1).sum(1) / \
         (1 - keep).unsqueeze(1).expand_as(out.samples).flatten(1).sum(1)
     assert float(sat.max()) < 0.05 and float(sat.mean()) < 0.01, sat
+
+
+def test_shipped_decoder_error_predicts_the_autoencoders_hole_error(cifar10_zip):
+    """The shipped latent prior's error field (weights/cifar10-ldm/vae/decoder_error.safetensors, measured on 10,000
+    training images) is real: on the 32 first dev images, which it never saw, E[e | z_0, y] removes 40% of the
+    autoencoder's own error D(E(x)) − x in the holes of the stroke masks and 22% under 90% missing pixels (test: 30%
+    and 15%). A field without spatial correlation (its lag-0 covariance alone) removes none."""
+    from datamodules.masks import PRESETS
+    from vipaint.decoder_error import DecoderError
+    from vipaint.operators import Inpainting
+
+    prior = load_prior("vipaint-cifar10-latent")
+    assert prior.decoder_error is not None and 0.1 < prior.decoder_error.rms < 0.13   # 25.7 dB reconstructions
+    x = bench_images(32, "dev", zip_path=str(cifar10_zip))[0]
+    with torch.no_grad():
+        rec = prior.decode(prior.encode(x))
+    white = torch.zeros_like(prior.decoder_error.kernel)
+    white[:, :, 0, 0] = prior.decoder_error.kernel[:, :, 0, 0]
+    for mask, least in (("strokes", 0.3), ("pixels90", 0.15)):
+        keep = torch.stack([PRESETS[mask]((32, 32), torch.Generator().manual_seed(i)) for i in range(len(x))])
+        op = Inpainting(keep, 0.05)
+        y = op.observe(x, torch.Generator().manual_seed(0))
+        hole = (1 - keep).expand_as(x)
+
+        def explained(field: DecoderError) -> float:
+            done = rec + field.conditional_mean(y, rec, op)
+            return 1 - float(((done - x) ** 2 * hole).sum() / ((rec - x) ** 2 * hole).sum())
+
+        assert explained(prior.decoder_error) > least, mask
+        assert abs(explained(DecoderError(white))) < 1e-4, mask

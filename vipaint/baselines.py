@@ -56,16 +56,20 @@ class DPSConfig:
     Args:
         n_steps: reverse steps on a strided grid from T-1 to 0.
         scale: step size ζ on ∇||y - A x̂_0|| (0.5: their inpainting config).
+        decoder_error: return D(z_0) + E[e | z_0, y] where a latent prior ships its autoencoder's error field, as
+            VIPaint does (docs/method.md §5.4); off by default: the published method returns D(z_0).
     """
 
     n_steps: int = 1000
     scale: float = 0.5
+    decoder_error: bool = False
 
 
 def _guided_chain(prior: Prior, operator: Operator, y: Tensor, n: int, n_steps: int, eta: float, loss,
-                  generator: torch.Generator | None) -> tuple[Tensor, int]:
+                  generator: torch.Generator | None, decoder_error: bool = False) -> tuple[Tensor, int]:
     """The loop DPS and PSLD share: at each t, x̂_0 and ε̂ from one forward, a DDIM(η) step to the next level,
-    then z_s -= ∇_{z_t} loss(yy, op, x̂_0, D(x̂_0)) (per sample, summed). Returns (decoded samples (B·n, ...), nfe)."""
+    then z_s -= ∇_{z_t} loss(yy, op, x̂_0, D(x̂_0)) (per sample, summed). Returns (decoded samples (B·n, ...), nfe):
+    D(x̂_0) at t = 0, plus E[e | z_0, y] with ``decoder_error`` where the prior has a field (§5.4)."""
     yy, op = repeat_observation(y, operator, n)
     sched = prior.schedule
     ts = sched.strided(sched.T - 1, n_steps)
@@ -86,7 +90,10 @@ def _guided_chain(prior: Prior, operator: Operator, y: Tensor, n: int, n_steps: 
             z = z + c.to(z.dtype) * randn_like(z, generator)
         z = z - g
     with torch.no_grad():
-        return prior.decode(x0), len(ts)
+        x = prior.decode(x0)
+        if decoder_error and prior.decoder_error is not None:
+            x = x + prior.decoder_error.conditional_mean(yy, x, op)
+        return x, len(ts)
 
 
 def dps(prior: Prior, operator: Operator, y: Tensor, n_samples: int = 4, config: DPSConfig = DPSConfig(),
@@ -95,7 +102,7 @@ def dps(prior: Prior, operator: Operator, y: Tensor, n_samples: int = 4, config:
     def loss(yy, op, x0_hat, x):
         return config.scale * op.residual_norm(yy, x)
 
-    x, nfe = _guided_chain(prior, operator, y, n_samples, config.n_steps, 1.0, loss, generator)
+    x, nfe = _guided_chain(prior, operator, y, n_samples, config.n_steps, 1.0, loss, generator, config.decoder_error)
     return _finish(prior, x, y.shape[0], n_samples), nfe
 
 
@@ -108,12 +115,14 @@ class PSLDConfig:
         omega: weight ω on ∇||y - A D(x̂_0)|| (the DPS term).
         gamma: weight γ on ∇||E(Aᵀy + (I - AᵀA) D(x̂_0)) - x̂_0|| (the gluing term).
         eta: DDIM stochasticity (their ``--ddim_eta`` 0).
+        decoder_error: as ``DPSConfig.decoder_error`` (off: the published method).
     """
 
     n_steps: int = 1000
     omega: float = 1.0
     gamma: float = 0.1
     eta: float = 0.0
+    decoder_error: bool = False
 
     def __post_init__(self):
         if self.n_steps < 1 or self.omega < 0 or self.gamma < 0 or not 0.0 <= self.eta <= 1.0:
@@ -133,7 +142,8 @@ def psld(prior: Prior, operator: Operator, y: Tensor, n_samples: int = 4, config
         glue = (prior.encode(pasted) - x0_hat).flatten(1).norm(dim=1)
         return config.omega * op.residual_norm(yy, x) + config.gamma * glue
 
-    x, nfe = _guided_chain(prior, operator, y, n_samples, config.n_steps, config.eta, loss, generator)
+    x, nfe = _guided_chain(prior, operator, y, n_samples, config.n_steps, config.eta, loss, generator,
+                           config.decoder_error)
     return _finish(prior, x, y.shape[0], n_samples), nfe
 
 
