@@ -47,6 +47,12 @@ def test_cov_is_the_circulant_of_its_kernel():
     assert torch.linalg.eigvalsh(m).min() > -1e-7
 
 
+def test_rms_is_the_errors_rms():
+    """Parseval: the estimate's lag-0 variance, averaged over channels, is the mean square of the errors, exactly."""
+    errors = correlated(64, seed=5)[0] + 0.02
+    assert DecoderError.estimate(errors).rms == pytest.approx(errors.pow(2).mean().sqrt().item(), rel=1e-5)
+
+
 def test_estimate_recovers_a_known_field():
     """From 4,000 draws of e = L ε the estimate is L Lᵀ to 6% of its largest entry (the sampling error ~2%), and
     its RMS the field's."""

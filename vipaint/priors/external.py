@@ -188,7 +188,7 @@ class LatentPrior(_DiffusersPrior):
         data_std: std of the clean latents for r_t²: 1 for latents scaled to unit variance by the autoencoder's
             ``scaling_factor`` (what the LDM recipe and ``training.autoencoder`` do), not the pixels' 0.5.
         decoder_error: the autoencoder's measured error field (``vipaint.decoder_error``; written by
-            ``python -m vipaint.training.decoder_error``): "auto" (default) loads ``DECODER_ERROR_NAME`` from the
+            ``python -m bench.decoder_error``): "auto" (default) loads ``DECODER_ERROR_NAME`` from the
             autoencoder's folder where it is there, a path loads that file, None takes the decoder as exact.
         Other arguments as ``PixelPrior``'s.
     """
@@ -256,10 +256,10 @@ def load_decoder_error(path: str | os.PathLike, image_shape: tuple[int, int, int
         err = DecoderError(load_file(str(path))["kernel"])
     except (OSError, KeyError, ValueError) as e:
         raise PriorLoadError(f"cannot read the decoder error {path} ({type(e).__name__}: {e}); measure it again with "
-                             "python -m vipaint.training.decoder_error, or pass decoder_error null") from None
+                             "python -m bench.decoder_error, or pass decoder_error null") from None
     if err.shape != tuple(image_shape):
         raise PriorLoadError(f"the decoder error {path} was measured on {err.shape} images, the prior makes "
-                             f"{tuple(image_shape)}: measure it again with python -m vipaint.training.decoder_error")
+                             f"{tuple(image_shape)}: measure it again with python -m bench.decoder_error")
     return err
 
 

@@ -1,6 +1,6 @@
 """Measuring a latent prior's autoencoder error field Σ_e (``vipaint.decoder_error``), once per autoencoder.
 
-    python -m vipaint.training.decoder_error --prior weights/cifar10-ldm --out runs/decoder_error_cifar10
+    python -m bench.decoder_error --prior weights/cifar10-ldm --out runs/decoder_error_cifar10
 
 Encodes and decodes ``--n`` CIFAR-10 training images (seeded; the zip from ``--data-path`` or
 ``$VIPAINT_CIFAR10_ZIP``), estimates Σ_e from the errors e = x − D(E(x)), and writes ``decoder_error.safetensors``
@@ -11,14 +11,13 @@ this command in its model card.
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
-import sys
 from pathlib import Path
 
 import torch
 
-from ..decoder_error import DecoderError
+from bench.report import header, write_json
+from vipaint.decoder_error import DecoderError
 
 __all__ = ["reconstruction_errors", "measure", "main"]
 
@@ -52,7 +51,7 @@ def main(argv=None) -> None:
     from safetensors.torch import save_file
 
     from datamodules.cifar10 import Cifar10Zip, bench_images
-    from ..priors.external import DECODER_ERROR_NAME, load_prior
+    from vipaint.priors.external import DECODER_ERROR_NAME, load_prior
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--prior", required=True, help="a latent prior: shipped name, diffusers folder or hub id")
@@ -75,9 +74,8 @@ def main(argv=None) -> None:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     save_file({"kernel": err.kernel.contiguous()}, str(out / DECODER_ERROR_NAME))
-    summary.update(command="python -m vipaint.training.decoder_error " + " ".join(argv or sys.argv[1:]),
-                   prior=args.prior, seed=args.seed, date=datetime.datetime.now(datetime.timezone.utc).isoformat())
-    (out / "decoder_error.json").write_text(json.dumps(summary, indent=1))
+    summary = {**header("decoder_error", argv), "prior": args.prior, "seed": args.seed, **summary}
+    write_json(out / "decoder_error.json", summary)
     print(json.dumps({k: v for k, v in summary.items() if k != "channel_correlation"}, indent=1))
 
 
