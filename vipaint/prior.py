@@ -90,6 +90,7 @@ class Prior(nn.Module):
     #: VIPaint settings tuned for this prior (dotted names of ``pipeline.TUNABLE`` -> value), shipped with its
     #: weights; applied only where a run leaves the setting unset.
     tuned: dict[str, float] = {}
+
     def __init__(self, schedule: NoiseSchedule, latent_shape: tuple[int, int, int], image_shape: tuple[int, int, int]):
         super().__init__()
         self.schedule = schedule
