@@ -2,8 +2,8 @@ r"""The autoencoder's own error as a stationary Gaussian field, and what the obs
 (docs/method.md §5.4).
 
 A latent prior does not generate x = D(z_0) but x = D(z_0) + e: no decoder reproduces an image exactly. On the
-shipped CIFAR-10 autoencoder e has RMS 0.115 in [-1, 1] units (25 dB), is correlated across channels (0.55-0.74)
-and in space (0.41 at one pixel, 0.3 at the 4-pixel period of the latent cells). Modelled as a zero-mean
+shipped CIFAR-10 autoencoder e has RMS 0.113 in [-1, 1] units (25 dB), is correlated across channels (0.55-0.74)
+and in space (0.41 at one pixel, 0.25-0.28 at the 4-pixel period of the latent cells). Modelled as a zero-mean
 Gaussian field with a stationary (circulant) covariance Σ_e, the error is Gaussian given z_0 and the
 observation y = A x + σ_y ε too, with the conditional mean
 
