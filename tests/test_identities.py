@@ -13,7 +13,7 @@ import torch
 from vipaint.bound import evaluate_bound, prior_kl
 from vipaint.fit import FitConfig, fit
 from vipaint.likelihood import GaussianLikelihood
-from vipaint.operators import GaussianBlur, Inpainting, SuperResolution
+from vipaint.operators import GaussianBlur, Inpainting, SuperResolution, conjugate_gradients
 from vipaint.posterior import HierarchicalPosterior, gaussian_kl
 from vipaint.prior import Prior
 from vipaint.refine import RefineConfig, refine
@@ -111,6 +111,24 @@ def test_inpainting_log_likelihood_ignores_missing_and_matches_hand_formula():
     ll_obs = op.log_likelihood(y, x_obs)
     assert float((ll_obs[0] - ll[0]).abs()) > 1.0
     assert ll_obs[1] == ll[1]
+
+
+def test_conjugate_gradients_solves_each_sample_and_flags_a_non_covariance():
+    """CG on C v = r per sample: n steps solve an n×n SPD system exactly (to rounding); ``rtol`` stops early with
+    a residual under rtol; a matrix with a negative eigenvalue along the search marks only its own sample."""
+    g = torch.Generator().manual_seed(0)
+    n = 6
+    q = torch.linalg.qr(torch.randn(2, n, n, generator=g, dtype=torch.float64))[0]
+    c = q @ torch.diag_embed(torch.tensor([[0.5, 1, 2, 3, 4, 9.0]] * 2, dtype=torch.float64)) @ q.transpose(1, 2)
+    r = torch.randn(2, n, generator=g, dtype=torch.float64)
+    matvec = lambda u: (c @ u.unsqueeze(-1)).squeeze(-1)  # noqa: E731
+    v, sound = conjugate_gradients(matvec, r, steps=n, floor=0.5)
+    assert torch.allclose(v, torch.linalg.solve(c, r), atol=1e-9) and bool(sound.all())
+    v, _ = conjugate_gradients(matvec, r, steps=100, rtol=1e-3)
+    assert float(((r - matvec(v)).norm(dim=1) / r.norm(dim=1)).max()) < 1e-3
+    c[1] = -c[1]                                   # sample 1: no covariance
+    v, sound = conjugate_gradients(matvec, r, steps=2, floor=0.5)
+    assert sound.flatten().tolist() == [True, False]
 
 
 def test_operator_shape_mismatch_errors():

@@ -32,7 +32,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from .operators import Operator
+from .operators import Operator, conjugate_gradients
 
 __all__ = ["DecoderError", "spectral_density"]
 
@@ -93,18 +93,5 @@ class DecoderError(nn.Module):
         def matvec(u: Tensor) -> Tensor:
             return w * (op.forward(self.cov(op.adjoint(w * u))) + sigma2 * u)
 
-        def dot(a: Tensor, b: Tensor) -> Tensor:
-            return (a * b).flatten(1).sum(1).reshape(-1, *([1] * (a.ndim - 1)))
-
-        r = w * (y - op.forward(x))
-        v, p, rr = torch.zeros_like(r), r.clone(), dot(r, r)
-        stop = rr * rtol**2
-        for _ in range(max_steps):
-            if bool((rr <= stop).all()):
-                break
-            ap = matvec(p)
-            step = rr / dot(p, ap).clamp_min(1e-30)
-            v, r = v + step * p, r - step * ap
-            rr_new = dot(r, r)
-            p, rr = r + (rr_new / rr.clamp_min(1e-30)) * p, rr_new
+        v, _ = conjugate_gradients(matvec, w * (y - op.forward(x)), max_steps, rtol=rtol)
         return self.cov(op.adjoint(w * v))

@@ -37,7 +37,7 @@ from typing import Callable, Literal
 import torch
 from torch import Tensor
 
-from .operators import Inpainting, Operator, repeat_observation
+from .operators import Inpainting, Operator, conjugate_gradients, repeat_observation
 from .prior import Prior
 from .schedule import tweedie_scale
 
@@ -235,7 +235,7 @@ class GaussianLikelihood(_Likelihood):
             jt = torch.autograd.grad(x, z, grad_outputs=op.adjoint(w * u), retain_graph=True)[0]
             return w * (op.sigma_y**2 * u + c * op.forward(jt))
 
-        v, sound = self._conjugate_gradients(matvec, w * (y - op.forward(x.detach())), op.sigma_y**2)
+        v, sound = conjugate_gradients(matvec, w * (y - op.forward(x.detach())), self.cg_steps, op.sigma_y**2)
         return op.adjoint(v).detach(), sound
 
     def _decoder_cg_direction(self, y: Tensor, op: Operator, x: Tensor, x0_hat: Tensor, var: Tensor | float,
@@ -263,27 +263,8 @@ class GaussianLikelihood(_Likelihood):
                 (jt,) = torch.autograd.grad(x, x0_hat, grad_outputs=op.adjoint(w * u), retain_graph=True)
             return w * (op.sigma_y**2 * u + var * op.forward(decoder_jvp(self.prior.decode, z0, jt)))
 
-        v, sound = self._conjugate_gradients(matvec, w * (y - op.forward(x.detach())), op.sigma_y**2)
+        v, sound = conjugate_gradients(matvec, w * (y - op.forward(x.detach())), self.cg_steps, op.sigma_y**2)
         return op.adjoint(v).detach(), sound
-
-    def _conjugate_gradients(self, matvec, r: Tensor, floor: float) -> tuple[Tensor, Tensor]:
-        """``cg_steps`` of CG on C v = r from v = 0, per sample: (v, (N, 1, ...) bool sound). ``floor``: the
-        smallest eigenvalue C may have (σ_y²); a direction with curvature under half of it marks the sample unsound."""
-        def dot(a: Tensor, b: Tensor) -> Tensor:
-            return (a * b).flatten(1).sum(1).reshape(-1, *([1] * (a.ndim - 1)))
-
-        v, p, rr = torch.zeros_like(r), r.clone(), dot(r, r)
-        sound = torch.ones_like(rr, dtype=torch.bool)
-        for _ in range(self.cg_steps):
-            ap = matvec(p)
-            curvature = dot(p, ap)
-            sound &= torch.isfinite(curvature) & (curvature >= 0.5 * floor * dot(p, p))
-            step = rr / curvature.clamp_min(1e-30)
-            v, r = v + step * p, r - step * ap
-            rr_new = dot(r, r)
-            p, rr = r + (rr_new / rr.clamp_min(1e-30)) * p, rr_new
-        sound &= torch.isfinite(v).flatten(1).all(1).reshape(sound.shape)
-        return v, sound
 
 
 def decoder_jvp(decode: Callable[[Tensor], Tensor], z0: Tensor, v: Tensor, h: float = 1e-2) -> Tensor:

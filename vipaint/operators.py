@@ -28,7 +28,7 @@ from __future__ import annotations
 import math
 import warnings
 from dataclasses import dataclass
-from typing import Literal
+from typing import Callable, Literal
 
 import torch
 import torch.nn.functional as F
@@ -37,7 +37,7 @@ from torch import Tensor
 from .rng import randn_like
 
 __all__ = ["Operator", "Inpainting", "GaussianBlur", "SuperResolution", "OperatorConfig", "make_operator",
-           "repeat_observation"]
+           "repeat_observation", "conjugate_gradients"]
 
 
 class Operator:
@@ -221,6 +221,34 @@ class SuperResolution(Operator):
 def repeat_observation(y: Tensor, operator: Operator, n: int) -> tuple[Tensor, Operator]:
     """y and the operator for n samples per observation, image-major (sample j of image b at b·n + j)."""
     return (y, operator) if n == 1 else (y.repeat_interleave(n, dim=0), operator.expand(n))
+
+
+def conjugate_gradients(matvec: Callable[[Tensor], Tensor], r: Tensor, steps: int, floor: float = 0.0,
+                        rtol: float = 0.0) -> tuple[Tensor, Tensor]:
+    """C v = r by conjugate gradients from v = 0, per sample, for a covariance C = σ_y² I + A K Aᵀ in the range
+    space (the likelihood's guidance, the decoder error's conditional mean): (v, sound (N, 1, ...) bool).
+
+    At most ``steps`` steps; fewer where every sample's residual has fallen under ``rtol`` of its start.
+    ``floor``: the smallest eigenvalue C may have (σ_y²); a direction with curvature pᵀ C p under half of
+    ``floor`` pᵀ p (a Jacobian that is no covariance) or a non-finite v marks the sample unsound."""
+    def dot(a: Tensor, b: Tensor) -> Tensor:
+        return (a * b).flatten(1).sum(1).reshape(-1, *([1] * (a.ndim - 1)))
+
+    v, p, rr = torch.zeros_like(r), r.clone(), dot(r, r)
+    sound = torch.ones_like(rr, dtype=torch.bool)
+    stop = rr * rtol**2
+    for _ in range(steps):
+        if bool((rr <= stop).all()):  # converged (or r = 0): further steps would not move v
+            break
+        ap = matvec(p)
+        curvature = dot(p, ap)
+        sound &= torch.isfinite(curvature) & (curvature >= 0.5 * floor * dot(p, p))
+        step = rr / curvature.clamp_min(1e-30)
+        v, r = v + step * p, r - step * ap
+        rr_new = dot(r, r)
+        p, rr = r + (rr_new / rr.clamp_min(1e-30)) * p, rr_new
+    sound &= torch.isfinite(v).flatten(1).all(1).reshape(sound.shape)
+    return v, sound
 
 
 @dataclass
