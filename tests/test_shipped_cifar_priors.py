@@ -91,7 +91,8 @@ def test_shipped_latent_prior_saturates_no_mask_of_the_demo():
     measured against the true images' own share at the clamp in the same holes: the guidance alone (no decoder
     error) exceeds it by under 5 points on every image and stays under it on average, and so does the default (with
     the decoder error's mean). (An absolute bound of 5% per image failed on 2026-12-07 before the decoder error:
-    8.6% on ship_0998's strokes, white sky and hull; 1.2% on average.) About 3 minutes on 2 cores."""
+    8.6% on ship_0998's strokes, white sky and hull; 1.2% on average.) Passed on 2026-12-07 in 9.5 minutes at one
+    thread beside a bench."""
     from datamodules.demo import Cifar10DemoDataModule
     from vipaint import Inpainter
     from vipaint.evaluation.scoring import SATURATED
