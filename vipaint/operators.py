@@ -238,7 +238,8 @@ def conjugate_gradients(matvec: Callable[[Tensor], Tensor], r: Tensor, steps: in
     sound = torch.ones_like(rr, dtype=torch.bool)
     stop = rr * rtol**2
     for _ in range(steps):
-        if bool((rr <= stop).all()):  # converged (or r = 0): further steps would not move v
+        # Checked only when asked (rtol > 0): the test syncs a GPU, and the guidance calls this every step.
+        if rtol > 0 and bool((rr <= stop).all()):
             break
         ap = matvec(p)
         curvature = dot(p, ap)
