@@ -8,9 +8,15 @@ sizes compare):
 ====================  ===========================================================================================
 ``energy_score``      ES = 1/S Σ_i ‖X_i − x‖ − 1/(2 S (S−1)) Σ_{i≠j} ‖X_i − X_j‖   (Gneiting & Raftery 2007,
                       the unbiased pair term); lower is better; for D = 1 it is the CRPS
-``coverage``          the share of missing entries whose truth lies inside the samples' central interval of the
-                      given level (per-entry empirical quantiles): about the level when calibrated, below it when
-                      the samples are too narrow, above it when too wide (needs S large enough to resolve it)
+``pit``               the randomised probability integral transform of the truth among the samples,
+                      u = (#{X_i < x} + W·(#{X_i = x} + 1)) / (S + 1), W ~ U(0, 1) (Czado, Gneiting & Held 2009),
+                      given as the interval [a, b] it is uniform on; u ~ U(0, 1) when the truth is exchangeable
+                      with the samples, for any S and with ties (atoms such as the clamp)
+``coverage``          the share of missing entries with |u − ½| ≤ level/2, averaged over W in closed form
+                      (|[a, b] ∩ central| / (b − a), so no random draw): the level when calibrated, below it
+                      when the samples are too narrow, above it when too wide. Entries where the truth and every
+                      sample are equal (MNIST's background at the clamp) carry no information and are left out;
+                      the selection is symmetric in truth and samples, so it keeps the expectation at the level
 ====================  ===========================================================================================
 """
 from __future__ import annotations
@@ -18,7 +24,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-__all__ = ["energy_score", "coverage"]
+__all__ = ["energy_score", "pit", "coverage"]
 
 
 def _flat(samples: Tensor, x: Tensor, hole: Tensor) -> tuple[Tensor, Tensor, Tensor]:
@@ -42,12 +48,22 @@ def energy_score(samples: Tensor, x: Tensor, hole: Tensor) -> Tensor:
     return to_truth - 0.5 * pairs
 
 
+def pit(samples: Tensor, x: Tensor) -> tuple[Tensor, Tensor]:
+    """The interval [a, b], each (B, 1, D), on which the randomised PIT of the truth ``x`` (B, ...) among
+    ``samples`` (B, S, ...) is uniform, per entry (module docstring)."""
+    s, t = samples.reshape(samples.shape[0], samples.shape[1], -1), x.reshape(x.shape[0], 1, -1)
+    below, ties = (s < t).sum(1, keepdim=True), (s == t).sum(1, keepdim=True)
+    n = s.shape[1] + 1
+    return below.float() / n, (below + ties + 1).float() / n
+
+
 def coverage(samples: Tensor, x: Tensor, hole: Tensor, level: float) -> Tensor:
-    """Share (B,) of scored entries whose truth lies in the samples' central ``level`` interval (module docstring)."""
+    """Share (B,) of the informative scored entries whose PIT lies in the central ``level`` interval, in
+    expectation over the tie-breaking (module docstring); NaN for an image without an informative entry."""
     if not 0.0 < level < 1.0:
         raise ValueError(f"level must be in (0, 1), got {level}")
     s, t, h = _flat(samples, x, hole)
-    q = torch.tensor([(1 - level) / 2, (1 + level) / 2], dtype=s.dtype)
-    lo, hi = torch.quantile(s, q, dim=1, keepdim=True)                          # (B, 1, D) each
-    inside = ((t >= lo) & (t <= hi)).float()
-    return (inside * h).sum(-1).squeeze(1) / h.sum(-1).squeeze(1).clamp_min(1)
+    a, b = pit(s, t)
+    inside = ((b.clamp(max=(1 + level) / 2) - a.clamp(min=(1 - level) / 2)).clamp_min(0) / (b - a))
+    scored = h * (s != t).any(1, keepdim=True)                 # symmetric in (truth, samples): keeps calibration
+    return ((inside * scored).sum(-1) / scored.sum(-1)).squeeze(1)

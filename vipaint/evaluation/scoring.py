@@ -22,8 +22,9 @@ Every score is per image, (B,):
                        of observe(sample) - y over the whole image
 ``energy_score``       the energy score of the N samples in the hole (RMS units; ``evaluation.proper``): a
                        proper scoring rule, lower is better; rewards spread only where the truth is uncertain
-``coverage_50/_90``    share of hole pixels whose truth lies in the samples' central 50% / 90% interval
-                       (calibrated: about 0.5 / 0.9; resolving 90% needs N of about 8 or more)
+``coverage_50/_90``    share of hole pixels whose randomised PIT among the samples lies in the central 50% /
+                       90% (``evaluation.proper``): 0.5 / 0.9 when calibrated, for any N, pixels where truth
+                       and all samples tie left out (NaN for an image with none; rows average with nanmean)
 ``saturated_hole``     share of the missing pixels' values within 0.02 of the range's ends (|x| >= 0.98),
                        mean over samples: the symptom of guidance pushed past what the prior knows
 =====================  =================================================================================
