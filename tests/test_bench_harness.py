@@ -227,6 +227,24 @@ def test_ablations_change_one_setting_each_pair_with_the_defaults_and_resume(tmp
     assert table.count("\n") == 4 and "no KL between keypoints" in table   # header, rule, three variants
 
 
+def test_ablations_from_the_amortized_base_do_not_resume_hand_made_rows(tmp_path, tiny_unet_dir):
+    from amortized.encoder import AmortizedEncoder, save_encoder
+    from bench import ablations
+
+    save_encoder(AmortizedEncoder(latent_channels=3, n_keypoints=2, width=8, depth=1), tmp_path / "enc",
+                 {"keypoints": [550, 400]})
+    out = tmp_path / "abl.json"
+    args = ["--prior", str(tiny_unet_dir), "--data", "demo", "--n-images", "2", "--batch", "2", "--samples", "2",
+            "--masks", "half", "--lpips-net", "none", "--out", str(out), "--variants", "default,zeta_1"]
+    ablations.main(args)
+    hand_made = json.loads(out.read_text())["rows"]
+    ablations.main([*args, "--method", "vipaint2_amortized", "--encoder", str(tmp_path / "enc"), "--resume"])
+    rows = json.loads(out.read_text())["rows"]
+    assert [r["settings"]["initialiser"] for r in hand_made] == ["hand"] * 2
+    assert [r["settings"]["initialiser"] for r in rows] == ["amortized"] * 2     # measured again, not kept
+    assert [r["overrides"] for r in rows] == [[], ["refine.scale=1"]]
+
+
 def test_kid_column_scores_the_composites_against_the_reference(tmp_path, tiny_unet_dir, monkeypatch):
     # Features stubbed by per-channel means (the VGG path has its own test, tests/test_kid.py): the row's KID is
     # that of the composited samples, observed pixels pasted back, against the reference set's features.
