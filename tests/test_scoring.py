@@ -76,3 +76,20 @@ def test_other_operators_score_the_whole_image_and_consistency_through_the_opera
     rms0 = ((op.forward(x) - y_low) ** 2).flatten(1).mean(1).sqrt()
     rms1 = ((op.forward(x) + 0.2 - y_low) ** 2).flatten(1).mean(1).sqrt()
     assert torch.allclose(out["consistency_rms"], (rms0 + rms1) / 2, atol=1e-6)
+
+
+def test_coverage_reads_values_at_the_clamp_as_at_it():
+    """Truth and samples from one distribution with an atom at the clamp (calibrated), the samples' atom landing at
+    −0.99 as a network's does: the coverage is still the level. Unsnapped, the PIT would put every truth at −1
+    below all samples at −0.99, outside the central 50%."""
+    g = torch.Generator().manual_seed(1)
+    B, N, H = 200, 8, 8
+    draw = lambda *shape: (torch.randn(*shape, generator=g) * 0.6 - 1.0).clamp(-1, 1)   # noqa: E731   half at -1
+    x, samples = draw(B, 1, H, H), draw(B, N, 1, H, H)
+    samples = torch.where(samples == -1, torch.full_like(samples, -0.99), samples)
+    keep = torch.zeros(B, 1, H, H)
+    out = score_inpainting(samples, x, x, keep, lpips_net=None)
+    c50, c90 = out["coverage_50"].nanmean().item(), out["coverage_90"].nanmean().item()
+    assert abs(c50 - 0.5) < 0.02 and abs(c90 - 0.9) < 0.015, (c50, c90)
+    from vipaint.evaluation.proper import coverage
+    assert coverage(samples, x, 1 - keep, 0.5).nanmean() < 0.4          # what the snap prevents

@@ -24,7 +24,9 @@ Every score is per image, (B,):
                        proper scoring rule, lower is better; rewards spread only where the truth is uncertain
 ``coverage_50/_90``    share of hole pixels whose randomised PIT among the samples lies in the central 50% /
                        90% (``evaluation.proper``): 0.5 / 0.9 when calibrated, for any N, pixels where truth
-                       and all samples tie left out (NaN for an image with none; rows average with nanmean)
+                       and all samples tie left out (NaN for an image with none; rows average with nanmean).
+                       Values at the clamp (|v| >= 0.98, as ``saturated_hole``) count as exactly at it, in
+                       truth and samples alike (``at_ends``)
 ``saturated_hole``     share of the missing pixels' values within 0.02 of the range's ends (|x| >= 0.98),
                        mean over samples: the symptom of guidance pushed past what the prior knows
 =====================  =================================================================================
@@ -41,9 +43,16 @@ from .metrics import composite, lpips_distance, psnr_from_mse, ssim_map
 from .perceptual import lpips_ready
 from .proper import coverage, energy_score
 
-__all__ = ["score_inpainting"]
+__all__ = ["score_inpainting", "at_ends"]
 
 SATURATED = 0.98   # |x| at or above this counts as at the clamp
+
+
+def at_ends(v: Tensor) -> Tensor:
+    """``v`` with values at the clamp (|v| >= ``SATURATED``) set to exactly ±1, for the coverage: MNIST's background
+    is −1 in truth and −0.99 in samples, and the PIT would put every such pixel's truth below all samples. A
+    monotone map, applied to truth and samples alike, keeps a calibrated sampler calibrated."""
+    return torch.where(v.abs() >= SATURATED, v.sign(), v)
 
 
 @torch.no_grad()
@@ -82,8 +91,8 @@ def score_inpainting(samples: Tensor, x: Tensor, y: Tensor, keep_mask: Tensor,
         d2 = ((samples[:, i] - samples[:, j]) ** 2 * hole[:, i]).flatten(2).sum(2) / n_hole[:, i]
         out["diversity_hole"] = d2.sqrt().mean(1)
         out["energy_score"] = energy_score(samples, x, 1 - keep)
-        out["coverage_50"] = coverage(samples, x, 1 - keep, 0.5)
-        out["coverage_90"] = coverage(samples, x, 1 - keep, 0.9)
+        out["coverage_50"] = coverage(at_ends(samples), at_ends(x), 1 - keep, 0.5)
+        out["coverage_90"] = coverage(at_ends(samples), at_ends(x), 1 - keep, 0.9)
     if classify is not None:
         if labels is None:
             raise ValueError("plausibility needs the true labels")
