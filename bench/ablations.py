@@ -83,8 +83,9 @@ def readme_table(report: dict) -> str:
     rows = report["rows"]
     key = next(k for k in ("plausibility_mean", "lpips_mean", "psnr_hole") if k in rows[0])
     name = {"plausibility_mean": "plaus.", "lpips_mean": "LPIPS", "psnr_hole": "PSNR hole"}[key]
+    cover = "pit_coverage_50" in rows[0]
     head = ["mask", "variant", name, f"Δ {name} (paired)", "energy score", "Δ ES (paired)", "PSNR hole", "diversity",
-            "s / image", "NFE / image"]
+            *(["cover. 50 / 90%"] if cover else []), "s / image", "NFE / image"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for mask in dict.fromkeys(r["mask"] for r in rows):
         group = [r for r in rows if r["mask"] == mask]
@@ -100,7 +101,9 @@ def readme_table(report: dict) -> str:
             se = f" ± {r[key + '_se']:.3f}" if key + "_se" in r else ""
             lines.append(f"| {mask} | {VARIANTS[r['variant']][0] if r['variant'] in VARIANTS else r['variant']} | "
                          f"{r[key]:.3f}{se} | {delta(r, key)} | {r['energy_score']:.3f} | {delta(r, 'energy_score')} | "
-                         f"{r['psnr_hole']:.2f} | {r['diversity_hole']:.3f} | {r['seconds_per_image']:.2f} | "
+                         f"{r['psnr_hole']:.2f} | {r['diversity_hole']:.3f} | "
+                         + (f"{r['pit_coverage_50']:.2f} / {r['pit_coverage_90']:.2f} | " if cover else "")
+                         + f"{r['seconds_per_image']:.2f} | "
                          f"{r['nfe_per_image']:.0f} |")
     return "\n".join(lines)
 

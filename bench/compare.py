@@ -259,7 +259,7 @@ def evaluate(args, device, solver: Inpainter, x_all, labels, classify, name: str
                                        None if args.lpips_net == "none" else args.lpips_net, args.lpips_backbone,
                                        observe))
     merged = {k: torch.cat([sc[k] for sc in scores]) for k in scores[0]}
-    mean = {k: float(v.nanmean() if k.startswith("coverage") else v.mean()) for k, v in merged.items()}  # proper.coverage
+    mean = {k: float(v.nanmean() if k.startswith("pit_coverage") else v.mean()) for k, v in merged.items()}  # proper.coverage
     row = {"method": name, "budget": budget, "mask": mask, **mean,
            "seconds_per_image": seconds / len(x_all), "nfe_per_image": nfe / len(x_all), "failed_images": failed,
            "settings": settings_of(solver)}

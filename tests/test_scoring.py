@@ -89,7 +89,7 @@ def test_coverage_reads_values_at_the_clamp_as_at_it():
     samples = torch.where(samples == -1, torch.full_like(samples, -0.99), samples)
     keep = torch.zeros(B, 1, H, H)
     out = score_inpainting(samples, x, x, keep, lpips_net=None)
-    c50, c90 = out["coverage_50"].nanmean().item(), out["coverage_90"].nanmean().item()
+    c50, c90 = out["pit_coverage_50"].nanmean().item(), out["pit_coverage_90"].nanmean().item()
     assert abs(c50 - 0.5) < 0.02 and abs(c90 - 0.9) < 0.015, (c50, c90)
     from vipaint.evaluation.proper import coverage
     assert coverage(samples, x, 1 - keep, 0.5).nanmean() < 0.4          # what the snap prevents

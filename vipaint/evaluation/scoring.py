@@ -22,8 +22,8 @@ Every score is per image, (B,):
                        of observe(sample) - y over the whole image
 ``energy_score``       the energy score of the N samples in the hole (RMS units; ``evaluation.proper``): a
                        proper scoring rule, lower is better; rewards spread only where the truth is uncertain
-``coverage_50/_90``    share of hole pixels whose randomised PIT among the samples lies in the central 50% /
-                       90% (``evaluation.proper``): 0.5 / 0.9 when calibrated, for any N, pixels where truth
+``pit_coverage_*``     share of hole pixels (_50, _90) whose randomised PIT among the samples lies in the central
+                       50% / 90% (``evaluation.proper``): 0.5 / 0.9 when calibrated, for any N, pixels where truth
                        and all samples tie left out (NaN for an image with none; rows average with nanmean).
                        Values at the clamp (|v| >= 0.98, as ``saturated_hole``) count as exactly at it, in
                        truth and samples alike (``at_ends``)
@@ -91,8 +91,8 @@ def score_inpainting(samples: Tensor, x: Tensor, y: Tensor, keep_mask: Tensor,
         d2 = ((samples[:, i] - samples[:, j]) ** 2 * hole[:, i]).flatten(2).sum(2) / n_hole[:, i]
         out["diversity_hole"] = d2.sqrt().mean(1)
         out["energy_score"] = energy_score(samples, x, 1 - keep)
-        out["coverage_50"] = coverage(at_ends(samples), at_ends(x), 1 - keep, 0.5)
-        out["coverage_90"] = coverage(at_ends(samples), at_ends(x), 1 - keep, 0.9)
+        out["pit_coverage_50"] = coverage(at_ends(samples), at_ends(x), 1 - keep, 0.5)
+        out["pit_coverage_90"] = coverage(at_ends(samples), at_ends(x), 1 - keep, 0.9)
     if classify is not None:
         if labels is None:
             raise ValueError("plausibility needs the true labels")
