@@ -259,7 +259,8 @@ def evaluate(args, device, solver: Inpainter, x_all, labels, classify, name: str
                                        None if args.lpips_net == "none" else args.lpips_net, args.lpips_backbone,
                                        observe))
     merged = {k: torch.cat([sc[k] for sc in scores]) for k in scores[0]}
-    mean = {k: float(v.nanmean() if k.startswith("pit_coverage") else v.mean()) for k, v in merged.items()}  # proper.coverage
+    # The PIT coverage is NaN for an image whose hole holds nothing informative (evaluation.proper.coverage).
+    mean = {k: float(v.nanmean() if k.startswith("pit_coverage") else v.mean()) for k, v in merged.items()}
     row = {"method": name, "budget": budget, "mask": mask, **mean,
            "seconds_per_image": seconds / len(x_all), "nfe_per_image": nfe / len(x_all), "failed_images": failed,
            "settings": settings_of(solver)}
@@ -274,7 +275,7 @@ def evaluate(args, device, solver: Inpainter, x_all, labels, classify, name: str
 
 
 #: Scores kept per image in each row (``paired_se``).
-PAIRED = ("plausibility_mean", "lpips_mean", "energy_score", "psnr_hole")
+PAIRED = ("plausibility_mean", "lpips_mean", "energy_score", "psnr_hole", "pit_coverage_50", "pit_coverage_90")
 
 
 def run_header(args, device, n_images: int, script: str, argv) -> dict:

@@ -10,8 +10,10 @@ __all__ = ["paired_se", "table", "readme_table", "COLUMNS", "LABELS", "UNITS"]
 
 
 def paired_se(a: dict, b: dict, key: str) -> tuple[float, float]:
-    """(mean of a − b, its standard error) over the images two rows share, paired image by image."""
-    d = torch.tensor(a["per_image"][key]) - torch.tensor(b["per_image"][key])
+    """(mean of a − b, its standard error) over the images two rows share, paired image by image; images where
+    either is NaN (stored as the string, e.g. a PIT coverage with nothing informative) are left out."""
+    d = torch.tensor([float(u) - float(v) for u, v in zip(a["per_image"][key], b["per_image"][key])])
+    d = d[d.isfinite()]
     return float(d.mean()), float(d.std() / len(d) ** 0.5)
 
 

@@ -266,3 +266,13 @@ def test_kid_column_scores_the_composites_against_the_reference(tmp_path, tiny_u
     assert row["kid"] == pytest.approx(compare.kid(feats(comp.repeat_interleave(2, 0)), ref), rel=1e-4, abs=1e-6)
     with pytest.raises(SystemExit, match="dev split"):
         reference(compare.argparse.Namespace(data="mnist", split="eval"))
+
+
+def test_paired_se_pairs_image_by_image_and_skips_nan():
+    from bench.tables import paired_se
+
+    a = {"per_image": {"k": [1.0, 2.0, "NaN", 4.0]}}
+    b = {"per_image": {"k": [0.5, 1.0, 0.0, 3.0]}}
+    mean, se = paired_se(a, b, "k")
+    d = torch.tensor([0.5, 1.0, 1.0])
+    assert mean == pytest.approx(float(d.mean())) and se == pytest.approx(float(d.std() / 3 ** 0.5))

@@ -87,9 +87,9 @@ def test_exact_gaussian_posterior_scores_best_and_is_calibrated(gaussian_prior):
 @pytest.mark.parametrize("clamp", [None, 1.0])
 def test_coverage_is_calibrated_at_eight_samples_and_at_a_clamp(gaussian_prior, clamp):
     """At S = 8, where interpolated empirical quantiles would cover 7L/9 (0.39 / 0.70), the randomised PIT covers
-    the level; also when a clamp ties most entries (``clamp``: values below the posterior mean + clamp·std raised to it, the
-    same monotone cut for truth and samples, so ~84% of them sit on it, like MNIST's background): ties count
-    neither inside nor outside wholesale. Too narrow and too wide spreads still show as under and over."""
+    the level; also when a clamp ties most entries (``clamp``: values below the posterior mean + clamp·std raised
+    to it, the same monotone cut for truth and samples, so ~84% of them sit on it, like MNIST's background): ties
+    count neither inside nor outside wholesale. Too narrow and too wide spreads still show as under and over."""
     g = torch.Generator().manual_seed(4)
     spread, mean, std = _gaussian_posterior_samplers(gaussian_prior, g)
     cut = (lambda v: v) if clamp is None else (lambda v: torch.maximum(v, mean + clamp * std))
