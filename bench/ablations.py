@@ -36,6 +36,7 @@ VARIANTS: dict[str, tuple[str, list[str]]] = {
     "refine_ddim": ("refinement by DDIM (η = 0) instead of ancestral steps", ["refine.eta=0"]),
     "refine_50": ("50 refinement steps instead of 25", ["refine.n_steps=50"]),
     "zeta_1": ("refinement guidance weight ζ = 1 (the prior's tuned weight is 2)", ["refine.scale=1"]),
+    "lr_logvar_x10": ("the fit moves the variances 10× faster (lr_logvar 1e-2)", ["fit.lr_logvar=0.01"]),
     "no_hier_kl": ("no KL between keypoints (β_hier = 0)", ["fit.beta_hier=0"]),
     "no_prior_term": ("no prior term above the top keypoint (β_prior = 0)", ["fit.beta_prior=0"]),
     "fit_only": ("fit only: x̂_0 of the bottom keypoint, no guided refinement", ["refine.n_steps=1", "refine.scale=0"]),
