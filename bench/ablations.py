@@ -65,7 +65,8 @@ def measure(args, device, prior, x_all, labels, classify, report: dict, out: Pat
             overrides = VARIANTS[name][1]
             row = done.get((name, mask))
             if row is None or row.get("overrides") != overrides:
-                solver = make_inpainter(prior, args.method, None, args.samples, overrides, encoder=args.encoder).to(device)
+                solver = make_inpainter(prior, args.method, None, args.samples, overrides, encoder=args.encoder)
+                solver = solver.to(device)
                 row = evaluate(args, device, solver, x_all, labels, classify, args.method, None, mask)
                 row.update(variant=name, overrides=overrides)
             report["rows"].append(row)

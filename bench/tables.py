@@ -21,8 +21,9 @@ def paired_se(a: dict, b: dict, key: str) -> tuple[float, float]:
 
 COLUMNS = [("plausibility_mean", "plaus.", 3), ("plausibility_best", "plaus. best", 3), ("psnr_hole", "PSNR hole", 2),
            ("ssim_hole", "SSIM hole", 3), ("lpips_mean", "LPIPS", 3), ("lpips_best", "LPIPS best", 3),
-           ("diversity_hole", "diversity", 3), ("kid", "KID", 4), ("energy_score", "energy score", 4), ("pit_coverage_50", "cover. 50%", 2),
-           ("pit_coverage_90", "cover. 90%", 2), ("consistency_rms", "obs. RMS", 4), ("saturated_hole", "saturated", 3),
+           ("diversity_hole", "diversity", 3), ("kid", "KID", 4), ("energy_score", "energy score", 4),
+           ("pit_coverage_50", "cover. 50%", 2), ("pit_coverage_90", "cover. 90%", 2), ("consistency_rms", "obs. RMS", 4),
+           ("saturated_hole", "saturated", 3),
            ("seconds_per_image", "s / image", 2), ("nfe_per_image", "NFE / image", 0)]
 
 
