@@ -91,8 +91,9 @@ def score_inpainting(samples: Tensor, x: Tensor, y: Tensor, keep_mask: Tensor,
         d2 = ((samples[:, i] - samples[:, j]) ** 2 * hole[:, i]).flatten(2).sum(2) / n_hole[:, i]
         out["diversity_hole"] = d2.sqrt().mean(1)
         out["energy_score"] = energy_score(samples, x, 1 - keep)
-        out["pit_coverage_50"] = coverage(at_ends(samples), at_ends(x), 1 - keep, 0.5)
-        out["pit_coverage_90"] = coverage(at_ends(samples), at_ends(x), 1 - keep, 0.9)
+        ends, x_ends = at_ends(samples), at_ends(x)
+        out["pit_coverage_50"] = coverage(ends, x_ends, 1 - keep, 0.5)
+        out["pit_coverage_90"] = coverage(ends, x_ends, 1 - keep, 0.9)
     if classify is not None:
         if labels is None:
             raise ValueError("plausibility needs the true labels")
