@@ -183,11 +183,13 @@ def shipped_encoder_for(prior) -> str | None:
     return str(folder)
 
 
-def encoder_for(prior, keypoints: list[int], path: str | os.PathLike | None = None) -> AmortizedEncoder:
-    """The encoder that initialises VIPaint-K on ``prior`` at the resolved ``keypoints`` (timestep indices).
+def encoder_for(prior, keypoints: list[int], path: str | os.PathLike | None = None,
+                operator: str = "inpainting") -> AmortizedEncoder:
+    """The encoder that initialises VIPaint-K on ``prior`` at the resolved ``keypoints`` (timestep indices) for
+    observations of ``operator`` (its name).
 
     ``path``: an encoder folder or an ``AmortizedModule`` checkpoint; None takes the shipped prior's shipped
-    encoder. Errors name what does not match (no encoder for this prior, K, latent channels, keypoints).
+    encoder. Errors name what does not match (no encoder for this prior, K, latent channels, keypoints, operator).
     """
     path = path or shipped_encoder_for(prior)
     if not path:
@@ -203,6 +205,12 @@ def encoder_for(prior, keypoints: list[int], path: str | os.PathLike | None = No
     trained = cfg.get("keypoints")
     if trained and prior.schedule.keypoints(tuple(trained)) != list(keypoints):
         raise ValueError(f"the encoder in {path} was trained for keypoints {trained}, this run uses {list(keypoints)}")
+    # An encoder reads (observation, keep mask) as its training operator made them: a blurred image is not a
+    # partly observed one.
+    seen = (cfg.get("operator") or {}).get("name", "inpainting")
+    if seen != operator:
+        raise ValueError(f"the encoder in {path} was trained on {seen} observations, this run's operator is "
+                         f"{operator} (use init 'hand', or an encoder trained for {operator})")
     return encoder
 
 

@@ -57,8 +57,9 @@ BLUR_STD = 1.5
 TASKS = {"blur": OperatorConfig(name="blur", blur_std=BLUR_STD, sigma_y=SIGMA_Y, add_noise=True),
          "sr2": OperatorConfig(name="super_resolution", sr_factor=2, sigma_y=SIGMA_Y, add_noise=True)}
 INPAINTING = OperatorConfig(sigma_y=SIGMA_Y, add_noise=True)
-#: Methods defined for inpainting only (``baselines``): skipped on ``TASKS``.
-INPAINTING_ONLY = ("repaint", "conditional")
+#: Methods defined for inpainting only (``baselines``; the shipped encoders are trained on inpainting
+#: observations): skipped on ``TASKS``.
+INPAINTING_ONLY = ("repaint", "conditional", "vipaint2_amortized")
 
 
 def load_images(data: str, n: int, size: int, path: str | None, split: str = "eval",

@@ -100,6 +100,12 @@ def test_auto_init_uses_the_encoder_only_where_it_fits():
         assert VIPaintModule(prior=prior, vipaint=VIPaintConfig(keypoints=other)).init == "hand"
     assert VIPaintModule(prior=prior, method="dps").encoder is None             # baselines never load it
     assert VIPaintModule(prior=prior, init="hand").init == "hand"
+    from vipaint.operators import OperatorConfig
+
+    blur = OperatorConfig(name="blur", blur_std=1.5)                           # trained on inpainting observations only
+    assert VIPaintModule(prior=prior, operator=blur).init == "hand"
+    with pytest.raises(ValueError, match="trained on inpainting observations"):
+        VIPaintModule(prior=prior, operator=blur, init="amortized")
 
 
 def test_cifar_encoder_ships_with_its_card_and_names_its_prior(tmp_path):

@@ -119,12 +119,12 @@ class Inpainter:
             shipped = shipped_encoder_for(self.prior)
             if not shipped:
                 return None
-            try:   # the shipped encoder, if it was trained for these keypoints
-                return encoder_for(self.prior, self.keypoints, shipped)
+            try:   # the shipped encoder, if it was trained for these keypoints and this operator
+                return encoder_for(self.prior, self.keypoints, shipped, self.operator.name)
             except ValueError as err:
                 log.info("init 'auto': the hand-made λ, since the shipped encoder does not fit this run (%s)", err)
                 return None
-        return encoder_for(self.prior, self.keypoints, path)
+        return encoder_for(self.prior, self.keypoints, path, self.operator.name)
 
     def to(self, device: torch.device | str) -> "Inpainter":
         self.prior.to(device)
