@@ -56,10 +56,13 @@ def _budget(r: dict) -> str:
 
 def readme_table(report: dict) -> str:
     """The table of ``bench/README.md`` from a run's JSON: rows grouped by mask in run order, the headline score
-    ± its standard error (plausibility where a classifier scored the run, higher is better; else LPIPS, lower is
-    better), the best of each mask in bold (ties all bold)."""
+    ± its standard error, the best of each mask in bold (ties all bold). The headline: LPIPS (lower is better) on
+    natural images, the paper's metric, where the run scored it; else plausibility (higher is better), the digits'
+    headline where a classifier scored the run."""
     rows = report["rows"]
-    key, better = ("plausibility_mean", max) if any("plausibility_mean" in r for r in rows) else ("lpips_mean", min)
+    lpips = report.get("data") != "mnist" and any("lpips_mean" in r for r in rows)
+    plaus = any("plausibility_mean" in r for r in rows) and not lpips
+    key, better = ("plausibility_mean", max) if plaus else ("lpips_mean", min)
     cols = [c for c in COLUMNS if any(c[0] in r for r in rows)]
     cols = [(k, f"best of {report['samples']}", 2) if k == "plausibility_best" else (k, h, d) for k, h, d in cols]
     unit = "digit" if report.get("data") == "mnist" else "image"

@@ -115,6 +115,11 @@ def test_readme_table_groups_by_mask_and_bolds_each_masks_best():
     assert lines[2].startswith("| half | VIPaint-2, hand-made init (paper) | fit 25 | **0.900 ± 0.020** |")
     assert "| DPS | 100 steps | 0.800 ± 0.020 |" in lines[3]          # not the mask's best: plain
     assert "**0.300 ± 0.020**" in lines[4] and "| RePaint | 25 levels | **0.300 ± 0.020** |" in lines[5]   # a tie
+    for r, lp in zip(report["rows"], (0.2, 0.1, 0.3, 0.4)):   # natural images: LPIPS heads the table, lowest best
+        r.update(lpips_mean=lp, lpips_mean_se=0.01)
+    lines = compare.readme_table({**report, "data": "cifar10"}).splitlines()
+    assert "| DPS | 100 steps |" in lines[3] and "**0.100 ± 0.010**" in lines[3] and "**" not in lines[2]
+    assert "**" not in compare.readme_table({**report, "data": "mnist"}).splitlines()[3]   # digits: plausibility
 
 
 def test_amortized_bench_checks_its_encoder_like_infer_does(tmp_path, tiny_unet_dir):
