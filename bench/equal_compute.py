@@ -25,29 +25,46 @@ from bench.tables import table
 from vipaint.atomic import atomic_write_bytes
 
 DEFAULT_BUDGETS = "vipaint2=10,25,50 vipaint2_amortized=0,10,25 dps=50,100,250 red_diff=25,100,400 repaint=15,25,50"
+#: Axis labels of the usual plotted scores, with the direction that is better (any other row key plots as named).
+LABELS = {"lpips_mean": "LPIPS, mean over samples (lower is better)",
+          "plausibility_mean": "plausibility (higher is better)", "energy_score": "energy score (lower is better)",
+          "psnr_hole": "PSNR in the hole, dB (higher is better)"}
+
+
+def curves(rows: list[dict], metric: str) -> dict[str, dict]:
+    """Each curve's points and style: ``row["curve"]`` (default: the method) → ``{"points": [(seconds per image,
+    metric, its SE, budget), ...] by seconds, "colour": one per method, "linestyle": row["linestyle"] or solid}``."""
+    colours: dict[str, str] = {}
+    out: dict[str, dict] = {}
+    for curve in dict.fromkeys(r.get("curve", r["method"]) for r in rows):
+        mine = [r for r in rows if r.get("curve", r["method"]) == curve]
+        out[curve] = {"points": sorted((r["seconds_per_image"], float(r[metric]), float(r.get(f"{metric}_se", 0.0)),
+                                        r["budget"]) for r in mine),
+                      "colour": colours.setdefault(mine[0]["method"], f"C{len(colours)}"),
+                      "linestyle": mine[0].get("linestyle", "-")}
+    return out
 
 
 def plot(rows: list[dict], metric: str, path: str, n_images: int) -> None:
-    """One curve per ``row["curve"]`` (default: the method), seconds per image against ``metric`` ± its SE."""
+    """``curves(rows, metric)`` drawn: seconds per image (log) against ``metric`` ± one standard error over images."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for method in dict.fromkeys(r.get("curve", r["method"]) for r in rows):
-        pts = sorted((r["seconds_per_image"], float(r[metric]), float(r.get(f"{metric}_se", 0.0)), r["budget"])
-                     for r in rows if r.get("curve", r["method"]) == method)
+    fig, ax = plt.subplots(figsize=(9, 4.5))
+    for name, c in curves(rows, metric).items():
+        pts = c["points"]
         ax.errorbar([p[0] for p in pts], [p[1] for p in pts], yerr=[p[2] for p in pts], marker="o", capsize=2,
-                    label=method)   # error bars: one standard error over images
+                    label=name, color=c["colour"], linestyle=c["linestyle"])
         for s, v, _, b in pts:
             ax.annotate(str(b), (s, v), textcoords="offset points", xytext=(3, 3), fontsize=7)
     ax.set_xscale("log")
     ax.set_xlabel("seconds per image (log)")
-    ax.set_ylabel(metric)
-    ax.set_title(f"{metric} against cost: mask '{rows[0]['mask']}', {n_images} images, ±1 s.e.", fontsize=10)
+    ax.set_ylabel(LABELS.get(metric, metric))
+    ax.set_title(f"quality against cost: mask '{rows[0]['mask']}', {n_images} images, ±1 s.e. over images", fontsize=10)
     ax.grid(alpha=0.3)
-    ax.legend()
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1))   # outside: the curves fill the axes
     fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=120)
@@ -60,7 +77,8 @@ def plot_runs(paths: list[str], metric: str | None, out: str) -> None:
     reports = [json.loads(Path(p).read_text()) for p in paths]
     if len({(r["mask"], r["n_images"], r.get("split")) for r in reports}) > 1:
         raise SystemExit("--plot: the runs differ in mask, images or split; plot runs of the same images and mask")
-    rows = [{**row, "curve": f"{Path(str(r['prior'])).name}: {row['method']}"} for r in reports for row in r["rows"]]
+    rows = [{**row, "curve": f"{Path(str(r['prior'])).name}: {row['method']}",
+             "linestyle": ("-", "--", ":", "-.")[i % 4]} for i, r in enumerate(reports) for row in r["rows"]]
     metric = metric or ("plausibility_mean" if "plausibility_mean" in rows[0] else
                         "lpips_mean" if "lpips_mean" in rows[0] else "psnr_hole")
     plot(rows, metric, out, reports[0]["n_images"])

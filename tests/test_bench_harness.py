@@ -102,6 +102,24 @@ def test_equal_compute_resumes_and_plots(tmp_path, tiny_unet_dir):
         equal_compute.main(["--plot", str(tmp_path / "ec.json"), str(tmp_path / "other.json"), "--out", str(tmp_path / "x")])
 
 
+def test_equal_compute_curves_share_a_colour_per_method_and_a_style_per_run():
+    def row(method, budget, seconds, run):
+        return {"method": method, "budget": budget, "seconds_per_image": seconds, "lpips_mean": seconds / 10,
+                "lpips_mean_se": 0.01, "curve": f"{run}: {method}", "linestyle": {"pixel": "-", "latent": "--"}[run]}
+
+    rows = [row("dps", 250, 12.0, "pixel"), row("dps", 50, 2.0, "pixel"), row("vipaint2", 10, 2.5, "pixel"),
+            row("dps", 100, 4.0, "latent"), row("vipaint2_amortized", 0, 3.9, "latent")]
+    got = equal_compute.curves(rows, "lpips_mean")
+    assert list(got) == ["pixel: dps", "pixel: vipaint2", "latent: dps", "latent: vipaint2_amortized"]
+    assert got["pixel: dps"]["points"] == [(2.0, 0.2, 0.01, 50), (12.0, 1.2, 0.01, 250)]   # sorted by seconds
+    assert got["pixel: dps"]["colour"] == got["latent: dps"]["colour"] == "C0"
+    assert len({c["colour"] for c in got.values()}) == 3
+    assert [c["linestyle"] for c in got.values()] == ["-", "-", "--", "--"]
+    plain = equal_compute.curves([{k: v for k, v in r.items() if k not in ("curve", "linestyle")} for r in rows[:3]],
+                                 "lpips_mean")   # one run: a curve per method, solid
+    assert list(plain) == ["dps", "vipaint2"] and {c["linestyle"] for c in plain.values()} == {"-"}
+
+
 def test_readme_table_groups_by_mask_and_bolds_each_masks_best():
     def row(method, mask, plaus, settings):
         return {"method": method, "budget": None, "mask": mask, "plausibility_mean": plaus,
