@@ -34,15 +34,24 @@ LABELS = {"lpips_mean": "LPIPS, mean over samples (lower is better)",
 def curves(rows: list[dict], metric: str) -> dict[str, dict]:
     """Each curve's points and style: ``row["curve"]`` (default: the method) → ``{"points": [(seconds per image,
     metric, its SE, budget), ...] by seconds, "colour": one per method, "linestyle": row["linestyle"] or solid}``."""
+    groups: dict[str, list[dict]] = {}
+    for r in rows:
+        groups.setdefault(r.get("curve", r["method"]), []).append(r)
     colours: dict[str, str] = {}
     out: dict[str, dict] = {}
-    for curve in dict.fromkeys(r.get("curve", r["method"]) for r in rows):
-        mine = [r for r in rows if r.get("curve", r["method"]) == curve]
+    for curve, mine in groups.items():
         out[curve] = {"points": sorted((r["seconds_per_image"], float(r[metric]), float(r.get(f"{metric}_se", 0.0)),
                                         r["budget"]) for r in mine),
                       "colour": colours.setdefault(mine[0]["method"], f"C{len(colours)}"),
                       "linestyle": mine[0].get("linestyle", "-")}
     return out
+
+
+def default_metric(rows: list[dict]) -> str:
+    """The plotted score where ``--metric`` is not given: plausibility where a classifier scored the rows, else
+    LPIPS, else PSNR in the hole."""
+    return ("plausibility_mean" if "plausibility_mean" in rows[0] else
+            "lpips_mean" if "lpips_mean" in rows[0] else "psnr_hole")
 
 
 def plot(rows: list[dict], metric: str, path: str, n_images: int) -> None:
@@ -79,8 +88,7 @@ def plot_runs(paths: list[str], metric: str | None, out: str) -> None:
         raise SystemExit("--plot: the runs differ in mask, images or split; plot runs of the same images and mask")
     rows = [{**row, "curve": f"{Path(str(r['prior'])).name}: {row['method']}",
              "linestyle": ("-", "--", ":", "-.")[i % 4]} for i, r in enumerate(reports) for row in r["rows"]]
-    metric = metric or ("plausibility_mean" if "plausibility_mean" in rows[0] else
-                        "lpips_mean" if "lpips_mean" in rows[0] else "psnr_hole")
+    metric = metric or default_metric(rows)
     plot(rows, metric, out, reports[0]["n_images"])
     print(f"wrote {out}")
 
@@ -108,8 +116,7 @@ def main(argv=None) -> None:
     specs = [(*parse_method(f"{method}:{b}"), args.mask) for item in args.budgets.split()
              for method, _, budgets in [item.partition("=")] for b in budgets.split(",")]
     rows = measure(args, device, prior, x_all, labels, classify, specs, report, out)
-    metric = args.metric or ("plausibility_mean" if labels is not None else
-                             "lpips_mean" if "lpips_mean" in rows[0] else "psnr_hole")
+    metric = args.metric or default_metric(rows)
     plot(rows, metric, f"{args.out}.png", len(x_all))
     print("\n" + table(rows) + f"\n\nwrote {out} and {args.out}.png")
 
