@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from vipaint.atomic import atomic_save_json, atomic_write_bytes
+from vipaint.operators import UnsupportedOperator
 from vipaint.posterior import HierarchicalPosterior
 from vipaint.priors.shipped import SHIPPED_ENCODERS
 
@@ -209,7 +210,7 @@ def encoder_for(prior, keypoints: list[int], path: str | os.PathLike | None = No
     # partly observed one.
     seen = (cfg.get("operator") or {}).get("name", "inpainting")
     if seen != operator:
-        raise ValueError(f"the encoder in {path} was trained on {seen} observations, this run's operator is "
+        raise UnsupportedOperator(f"the encoder in {path} was trained on {seen} observations, this run's operator is "
                          f"{operator} (use init 'hand', or an encoder trained for {operator})")
     return encoder
 

@@ -42,7 +42,7 @@ from vipaint.evaluation.kid import kid, vgg_features
 from vipaint.evaluation.metrics import composite
 from vipaint.evaluation.scoring import score_inpainting
 from vipaint.jobs.api import Inpainter
-from vipaint.operators import OperatorConfig, make_operator
+from vipaint.operators import OperatorConfig, UnsupportedOperator, make_operator
 from vipaint.pipeline import VIPaintConfig
 from vipaint.priors.external import load_prior
 from vipaint.schedule import DEFAULT_KEYPOINTS
@@ -57,9 +57,6 @@ BLUR_STD = 1.5
 TASKS = {"blur": OperatorConfig(name="blur", blur_std=BLUR_STD, sigma_y=SIGMA_Y, add_noise=True),
          "sr2": OperatorConfig(name="super_resolution", sr_factor=2, sigma_y=SIGMA_Y, add_noise=True)}
 INPAINTING = OperatorConfig(sigma_y=SIGMA_Y, add_noise=True)
-#: Methods defined for inpainting only (``baselines``; the shipped encoders are trained on inpainting
-#: observations): skipped on ``TASKS``.
-INPAINTING_ONLY = ("repaint", "conditional", "vipaint2_amortized")
 
 
 def load_images(data: str, n: int, size: int, path: str | None, split: str = "eval",
@@ -316,18 +313,19 @@ def measure(args, device, prior, x_all, labels, classify, specs, report: dict, o
     """Each (method, budget, mask) of ``specs`` in turn: kept from ``out`` with ``--resume`` when measured there with
     the same settings, else evaluated; ``report`` is written after every row, so a long run that stops keeps what
     it measured. One ``Inpainter`` per (method, budget, operator), built on first use and reused for every later
-    mask. Inpainting-only methods are skipped on ``TASKS``."""
+    mask. A method that refuses a task's operator (``UnsupportedOperator``) is skipped on that task."""
     done = finished_rows(out, report) if args.resume else {}
     solvers: dict[tuple[str, int | None, str], Inpainter] = {}
     for name, budget, mask in specs:
-        if mask in TASKS and name in INPAINTING_ONLY:
-            print(f"{name} skipped on {mask}: it is defined for inpainting only", flush=True)
-            continue
         operator = TASKS.get(mask, INPAINTING)
         key = (name, budget, operator.name)
         if key not in solvers:
-            solvers[key] = make_inpainter(prior, name, budget, args.samples, args.vipaint_set, operator,
-                                          args.encoder, args.baseline_set).to(device)
+            try:
+                solvers[key] = make_inpainter(prior, name, budget, args.samples, args.vipaint_set, operator,
+                                              args.encoder, args.baseline_set).to(device)
+            except UnsupportedOperator as err:   # a method for inpainting only, on a task: the one pair skipped
+                print(f"{name} skipped on {mask}: {err}", flush=True)
+                continue
         solver = solvers[key]
         row = done.get((name, budget, mask))
         if row is not None and not _within(row.get("settings"), settings_of(solver)):

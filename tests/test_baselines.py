@@ -63,11 +63,19 @@ def test_baselines_run_on_a_diffusers_unet(tiny_prior):
         assert s.shape == (2, 2, 3, 16, 16) and s.abs().max() <= 1
 
 
-def test_repaint_refuses_other_operators(gaussian_prior):
-    from vipaint.operators import SuperResolution
+def test_repaint_refuses_other_operators_and_latent_priors_at_once(gaussian_prior, latent_problem):
+    from vipaint.jobs.api import Inpainter
+    from vipaint.operators import OperatorConfig, SuperResolution, UnsupportedOperator
 
-    with pytest.raises(ValueError, match="inpainting"):
+    with pytest.raises(UnsupportedOperator, match="inpainting"):
         repaint(gaussian_prior, SuperResolution(4), torch.zeros(1, 1, 2, 2), 1)
+    # An Inpainter refuses when built, before any image: on a task, or on a latent prior (nothing to paste into).
+    with pytest.raises(UnsupportedOperator, match="inpainting with a pixel prior"):
+        Inpainter(gaussian_prior, "repaint", operator=OperatorConfig(name="blur"))
+    with pytest.raises(UnsupportedOperator, match="pixel prior"):
+        Inpainter(latent_problem[0], "repaint")
+    assert Inpainter(gaussian_prior, "repaint").baseline is not None
+    assert Inpainter(gaussian_prior, "dps", operator=OperatorConfig(name="blur")).baseline is not None
 
 
 @pytest.fixture(scope="module")

@@ -217,11 +217,20 @@ def test_readme_lists_which_file_backs_which_table():
         assert not missing or "deleted" in line, line
 
 
-def test_deblurring_and_super_resolution_run_as_tasks(tmp_path, tiny_unet_dir):
+def test_deblurring_and_super_resolution_run_as_tasks(tmp_path, tiny_unet_dir, capsys):
+    from amortized.encoder import AmortizedEncoder, save_encoder
+
+    # RePaint and an encoder trained on inpainting refuse the operator: those pairs are skipped, the rest measured.
+    save_encoder(AmortizedEncoder(latent_channels=3, n_keypoints=2, width=8, depth=1), tmp_path / "enc",
+                 {"keypoints": [550, 400]})
     out = tmp_path / "tasks.json"
-    args = _args(tiny_unet_dir, out, "--methods", "vipaint2:1,dps:2,repaint:2,mean_fill")
+    args = _args(tiny_unet_dir, out, "--methods", "vipaint2:1,dps:2,repaint:2,vipaint2_amortized:0,mean_fill",
+                 "--encoder", str(tmp_path / "enc"))
     args[args.index("--masks") + 1] = "blur,sr2"
     compare.main(args)
+    printed = capsys.readouterr().out
+    assert "repaint skipped on blur: RePaint is defined for inpainting" in printed
+    assert "vipaint2_amortized skipped on sr2: the encoder in" in printed
     rows = json.loads(out.read_text())["rows"]
     assert [(r["method"], r["mask"]) for r in rows] == [("vipaint2", "blur"), ("dps", "blur"), ("mean_fill", "blur"),
                                                          ("vipaint2", "sr2"), ("dps", "sr2"), ("mean_fill", "sr2")]

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from vipaint.baselines import ConditionalConfig, conditional
-from vipaint.operators import GaussianBlur, Inpainting
+from vipaint.operators import GaussianBlur, Inpainting, UnsupportedOperator
 from vipaint.priors.gaussian import GaussianPrior, smooth_covariance
 from vipaint.schedule import NoiseSchedule, linear_alphas_cumprod
 
@@ -57,7 +57,7 @@ def test_sampler_draws_the_exact_posterior_from_the_exact_conditional_denoiser(e
 
 def test_conditional_refuses_other_operators_and_a_missing_network():
     y = torch.zeros(1, 1, 8, 8)
-    with pytest.raises(ValueError, match="trained for inpainting only"):
+    with pytest.raises(UnsupportedOperator, match="trained for inpainting only"):
         conditional(None, GaussianBlur(1.0), y, 2, ConditionalConfig(), model=object())
     with pytest.raises(ValueError, match="needs its network"):
         conditional(None, Inpainting(torch.ones(1, 1, 8, 8)), y, 2, ConditionalConfig())

@@ -34,13 +34,13 @@ import torch
 from torch import Tensor
 
 from .rng import randn_like
-from .operators import Inpainting, Operator, repeat_observation
+from .operators import Inpainting, Operator, UnsupportedOperator, repeat_observation
 from .prior import Prior
 from .schedule import ddim_sample, ddim_std, ddim_step_mean, q_sample
 
 __all__ = ["DPSConfig", "PSLDConfig", "REDDiffConfig", "RePaintConfig", "MeanFillConfig", "ConditionalConfig",
            "BaselinesConfig", "dps", "psld", "red_diff", "repaint", "mean_fill", "conditional", "repaint_schedule",
-           "BASELINES"]
+           "refusal", "BASELINES"]
 
 
 def _finish(prior: Prior, x: Tensor, B: int, n: int) -> Tensor:
@@ -231,8 +231,8 @@ def repaint_schedule(n_levels: int, jump_length: int, jump_n_sample: int) -> lis
 def repaint(prior: Prior, operator: Operator, y: Tensor, n_samples: int = 4, config: RePaintConfig = RePaintConfig(),
             generator: torch.Generator | None = None) -> tuple[Tensor, int]:
     """RePaint: unconditional DDPM steps with the observed pixels replaced by y noised to the same level."""
-    if not isinstance(operator, Inpainting) or prior.is_latent:
-        raise ValueError("RePaint is defined for inpainting with a pixel prior")
+    if why := refusal("repaint", prior, operator.name):
+        raise UnsupportedOperator(why)
     B, n = y.shape[0], n_samples
     yy, op = repeat_observation(y, operator, n)
     m = op.valid(yy)
@@ -314,9 +314,8 @@ def conditional(prior: Prior | None, operator: Operator, y: Tensor, n_samples: i
     """Samples of the conditional model ``model`` (a ``priors.conditional.ConditionalDenoiser``: ε̂(z_t, t, cond),
     with its own ``schedule`` and ``output_range``) given cond = (y, m); ``prior`` is not used (the model is its
     own prior). ``Inpainter`` loads ``model`` from ``config.weights``. Each step: one forward."""
-    if not isinstance(operator, Inpainting):
-        raise ValueError("the conditional model was trained for inpainting only: it cannot take this operator "
-                         "without retraining; use vipaint or dps")
+    if why := refusal("conditional", prior, operator.name):
+        raise UnsupportedOperator(why)
     if model is None:
         raise ValueError("conditional needs its network (model=): Inpainter(method='conditional') loads it")
     yy, op = repeat_observation(y, operator, n_samples)
@@ -332,6 +331,17 @@ def conditional(prior: Prior | None, operator: Operator, y: Tensor, n_samples: i
         x0 = ddim_sample(denoise, sched, randn_like(yy, generator), config.n_steps, clip=model.output_range,
                          eta=config.eta, generator=generator)
     return x0.reshape(y.shape[0], n_samples, *x0.shape[1:]), len(sched.strided(sched.T - 1, config.n_steps))
+
+
+def refusal(method: str, prior: Prior | None, operator: str) -> str | None:
+    """Why baseline ``method`` cannot take the operator named ``operator`` on ``prior``, or None: RePaint pastes the
+    noised observed pixels into x_t (inpainting, pixel priors); the conditional model saw inpainting only."""
+    if method == "repaint" and (operator != "inpainting" or (prior is not None and prior.is_latent)):
+        return "RePaint is defined for inpainting with a pixel prior"
+    if method == "conditional" and operator != "inpainting":
+        return ("the conditional model was trained for inpainting only: it cannot take this operator without "
+                "retraining; use vipaint or dps")
+    return None
 
 
 BASELINES = {"dps": (dps, DPSConfig), "psld": (psld, PSLDConfig), "red_diff": (red_diff, REDDiffConfig),

@@ -36,8 +36,13 @@ from torch import Tensor
 
 from .rng import randn_like
 
-__all__ = ["Operator", "Inpainting", "GaussianBlur", "SuperResolution", "OperatorConfig", "make_operator",
+__all__ = ["UnsupportedOperator", "Operator", "Inpainting", "GaussianBlur", "SuperResolution", "OperatorConfig", "make_operator",
            "repeat_observation", "conjugate_gradients"]
+
+
+class UnsupportedOperator(ValueError):
+    """A method that cannot take this operator (one defined or trained for inpainting only). Callers that try every
+    method on every operator (``bench.compare``) skip the pair on this error and stop on any other."""
 
 
 class Operator:

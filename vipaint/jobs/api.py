@@ -20,9 +20,9 @@ from dataclasses import asdict, dataclass, field
 import torch
 from torch import Tensor
 
-from ..baselines import BASELINES, BaselinesConfig
+from ..baselines import BASELINES, BaselinesConfig, refusal
 from ..likelihood import make_likelihood
-from ..operators import OperatorConfig, make_operator
+from ..operators import OperatorConfig, UnsupportedOperator, make_operator
 from ..pipeline import Stages, VIPaintConfig, hand_made_posterior, resolve_keypoints, tuned_for, vipaint
 from ..prior import Prior
 from ..priors.external import load_prior
@@ -89,6 +89,8 @@ class Inpainter:
         self.method, self.operator, self.n_samples = method, operator, n_samples
         self.config = tuned_for(vipaint, self.prior.tuned)
         self.keypoints = resolve_keypoints(self.prior, self.config)
+        if method != "vipaint" and (why := refusal(method, self.prior, operator.name)):
+            raise UnsupportedOperator(why)    # at once, not on every batch
         self.baseline = None if method == "vipaint" else (BASELINES[method][0], getattr(baselines, method))
         self.model = self._conditional_model() if method == "conditional" else None
         self.encoder_path = encoder
