@@ -264,7 +264,7 @@ def evaluate(args, device, solver: Inpainter, x_all, labels, classify, name: str
            "settings": settings_of(solver)}
     if features:   # KID of all composited samples (images x samples) against the reference set
         row["kid"] = kid(torch.cat(features), args.kid_features)
-    for key in ("plausibility_mean", "lpips_mean", "energy_score"):   # standard errors over images
+    for key in ("plausibility_mean", "lpips_mean", "lpips_best", "energy_score"):   # standard errors over images
         if key in merged:
             row[key + "_se"] = float(merged[key].std() / len(x_all) ** 0.5)
     # Per-image values of the headline scores, so that two methods on the same images compare paired (paired_se).
@@ -273,7 +273,8 @@ def evaluate(args, device, solver: Inpainter, x_all, labels, classify, name: str
 
 
 #: Scores kept per image in each row (``paired_se``).
-PAIRED = ("plausibility_mean", "lpips_mean", "energy_score", "psnr_hole", "pit_coverage_50", "pit_coverage_90")
+PAIRED = ("plausibility_mean", "lpips_mean", "lpips_best", "energy_score", "psnr_hole", "pit_coverage_50",
+          "pit_coverage_90")
 
 
 def run_header(args, device, n_images: int, script: str, argv) -> dict:
