@@ -210,8 +210,8 @@ def encoder_for(prior, keypoints: list[int], path: str | os.PathLike | None = No
     # partly observed one.
     seen = (cfg.get("operator") or {}).get("name", "inpainting")
     if seen != operator:
-        raise UnsupportedOperator(f"the encoder in {path} was trained on {seen} observations, this run's operator is "
-                         f"{operator} (use init 'hand', or an encoder trained for {operator})")
+        raise UnsupportedOperator(f"the encoder in {path} was trained on {seen} observations, this run's operator "
+                                  f"is {operator} (use init 'hand', or an encoder trained for {operator})")
     return encoder
 
 

@@ -36,8 +36,8 @@ from torch import Tensor
 
 from .rng import randn_like
 
-__all__ = ["UnsupportedOperator", "Operator", "Inpainting", "GaussianBlur", "SuperResolution", "OperatorConfig", "make_operator",
-           "repeat_observation", "conjugate_gradients"]
+__all__ = ["UnsupportedOperator", "Operator", "Inpainting", "GaussianBlur", "SuperResolution", "OperatorConfig",
+           "make_operator", "repeat_observation", "conjugate_gradients"]
 
 
 class UnsupportedOperator(ValueError):
