@@ -17,8 +17,6 @@ def paired_se(a: dict, b: dict, key: str) -> tuple[float, float]:
     return float(d.mean()), float(d.std() / len(d) ** 0.5)
 
 
-
-
 COLUMNS = [("plausibility_mean", "plaus.", 3), ("plausibility_best", "plaus. best", 3), ("psnr_hole", "PSNR hole", 2),
            ("ssim_hole", "SSIM hole", 3), ("lpips_mean", "LPIPS", 3), ("lpips_best", "LPIPS best", 3),
            ("diversity_hole", "diversity", 3), ("kid", "KID", 4), ("energy_score", "energy score", 4),

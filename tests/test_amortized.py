@@ -18,7 +18,7 @@ from vipaint.posterior import HierarchicalPosterior
 def _batch(prior, B=4, seed=0):
     g = torch.Generator().manual_seed(seed)
     C, H, W = prior.image_shape
-    x = (torch.linalg.cholesky(prior.cov) @ torch.randn(C * H * W, B, generator=g, dtype=torch.float64)).T
+    x = prior.sample_x0(B, g)
     keep = torch.ones(B, 1, H, W)
     keep[0, ..., W // 2:] = 0
     keep[1, ..., : H // 2, :] = 0

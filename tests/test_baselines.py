@@ -15,7 +15,7 @@ CASES = [(dps, DPSConfig(n_steps=30)), (red_diff, REDDiffConfig(n_steps=30)),
 @pytest.fixture(scope="module")
 def problem(gaussian_prior):
     g = torch.Generator().manual_seed(0)
-    x = (torch.linalg.cholesky(gaussian_prior.cov) @ torch.randn(64, generator=g, dtype=torch.float64)).reshape(1, 1, 8, 8).float()
+    x = gaussian_prior.sample_x0(1, g).float()
     keep = torch.ones(1, 1, 8, 8)
     keep[..., 4:] = 0
     op = Inpainting(keep, 0.05)
@@ -84,7 +84,7 @@ def latent_problem(schedule):
 
     prior = UpsampledGaussianPrior(torch.zeros(1, 4, 4), smooth_covariance(4, 4, std=0.5, length_scale=1.5), schedule)
     g = torch.Generator().manual_seed(0)
-    z = (torch.linalg.cholesky(prior.cov) @ torch.randn(16, generator=g, dtype=torch.float64)).reshape(1, 1, 4, 4)
+    z = prior.sample_x0(1, g)
     keep = torch.ones(1, 1, 16, 16)
     keep[..., 8:] = 0
     op = Inpainting(keep, 0.05)

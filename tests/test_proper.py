@@ -59,8 +59,8 @@ def _gaussian_posterior_samplers(gaussian_prior, g):
     """Samplers of the exact posterior p(x | y) of the Gaussian prior with its spread scaled by f, and the
     posterior's mean and per-pixel std (1, 8, 8)."""
     keep = 1 - MISS[None]
-    x0 = (torch.linalg.cholesky(gaussian_prior.cov) @ torch.randn(64, generator=g, dtype=torch.float64))
-    y = x0.reshape(1, 8, 8).float() * keep[0] + 0.05 * torch.randn(1, 8, 8, generator=g) * keep[0]
+    x0 = gaussian_prior.sample_x0(1, g)
+    y = x0[0].float() * keep[0] + 0.05 * torch.randn(1, 8, 8, generator=g) * keep[0]
     mean, cov = gaussian_prior.posterior(y, keep[0], 0.05)
     chol = torch.linalg.cholesky(cov + 1e-9 * torch.eye(64, dtype=torch.float64))
 

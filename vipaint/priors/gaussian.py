@@ -7,6 +7,7 @@ With x_0 ~ N(m, S) (D = C·H·W elements, S a full D×D covariance) and z_t = α
 posterior given y           y = x_0[obs] + σ_y ε_y:  x_0 | y ~ N(m + S_{:o} G (y_o - m_o),
                             S - S_{:o} G S_{o:}),  G = (S_{oo} + σ_y² I)^{-1}
 ``log p(y)``                log N(y_o; m_o, S_{oo} + σ_y² I)
+``sample_x0``               x_0 = m + L ε,  L Lᵀ = S (Cholesky),  ε ~ N(0, I)
 ==========================  ===========================================================================
 
 Used by the tests as ground truth and by the docs (docs/method.md §3.3) as the simplest worked example.
@@ -71,6 +72,12 @@ class GaussianPrior(Prior):
             A = alpha**2 * S + (1.0 - alpha**2) * eye                       # α_t² S + σ_t² I
             x0[rows] = m + alpha * (S @ torch.linalg.solve(A, (r[rows] - alpha * m).T)).T
         return x0.reshape(z_t.shape).to(z_t.dtype)
+
+    def sample_x0(self, n: int, generator: torch.Generator | None = None) -> Tensor:
+        """n exact draws x_0 ~ N(m, S), (n, C, H, W) float64: the data the tests observe."""
+        L = torch.linalg.cholesky(self.cov)
+        eps = torch.randn(n, L.shape[0], generator=generator, dtype=torch.float64)   # row i: the first n draws of a
+        return (self.mean.flatten() + eps @ L.T).reshape(n, *self.latent_shape)      # seed do not depend on n
 
     def posterior(self, y: Tensor, keep_mask: Tensor, sigma_y: float) -> tuple[Tensor, Tensor]:
         """Exact p(x_0 | y) for inpainting with noise σ_y, for ONE image.
