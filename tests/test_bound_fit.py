@@ -23,7 +23,7 @@ def _gen(seed: int = 0) -> torch.Generator:
 
 
 # ---------------------------------------------------------------------------------------------------
-# 7. Gradients of the bound with the tiny UNet prior
+# 1. Gradients of the bound with the tiny UNet prior
 # ---------------------------------------------------------------------------------------------------
 
 def _tiny_problem(tiny_prior, n=2):
@@ -74,7 +74,7 @@ def test_bound_images_are_independent(tiny_prior):
 
 
 # ---------------------------------------------------------------------------------------------------
-# 8. fit()
+# 2. fit()
 # ---------------------------------------------------------------------------------------------------
 
 def _gaussian_problem(prior, sigma_y=0.05, seed=12, B=2):
@@ -140,7 +140,7 @@ def test_fit_isolates_a_nan_observation(gaussian_prior):
 
 
 # ---------------------------------------------------------------------------------------------------
-# 9. refine()
+# 3. refine()
 # ---------------------------------------------------------------------------------------------------
 
 def test_refine_shape_and_tiny_noise_reproduces_observations(gaussian_prior):

@@ -26,6 +26,7 @@ N_SAMPLES = 1024
 @pytest.fixture(scope="module")
 def problem(gaussian_prior):
     g = torch.Generator().manual_seed(0)
+    S = gaussian_prior.cov
     x_true = gaussian_prior.sample_x0(1, g).float()
     keep = torch.ones(1, 1, 8, 8)
     keep[..., 4:] = 0
@@ -33,7 +34,7 @@ def problem(gaussian_prior):
     y = op.observe(x_true, g)
     mean, cov = gaussian_prior.posterior(y[0], keep[0], 0.05)
     return dict(op=op, y=y, keep=keep, mean=mean, std=cov.diagonal().sqrt().reshape(1, 8, 8),
-                log_py=gaussian_prior.log_evidence(y[0], keep[0], 0.05), prior_std=float(gaussian_prior.cov.diagonal().sqrt().mean()))
+                log_py=gaussian_prior.log_evidence(y[0], keep[0], 0.05), prior_std=float(S.diagonal().sqrt().mean()))
 
 
 def run(prior, problem, fit_steps=50, cg_steps=10, seed=1):

@@ -74,10 +74,11 @@ class GaussianPrior(Prior):
         return x0.reshape(z_t.shape).to(z_t.dtype)
 
     def sample_x0(self, n: int, generator: torch.Generator | None = None) -> Tensor:
-        """n exact draws x_0 ~ N(m, S), (n, C, H, W) float64: the data the tests observe."""
+        """n exact draws x_0 ~ N(m, S), (n, C, H, W) float64: the data the tests observe. One row of ε per draw,
+        so the first k draws from a seed are the same whatever n is."""
         L = torch.linalg.cholesky(self.cov)
-        eps = torch.randn(n, L.shape[0], generator=generator, dtype=torch.float64)   # row i: the first n draws of a
-        return (self.mean.flatten() + eps @ L.T).reshape(n, *self.latent_shape)      # seed do not depend on n
+        eps = torch.randn(n, L.shape[0], generator=generator, dtype=torch.float64)
+        return (self.mean.flatten() + eps @ L.T).reshape(n, *self.latent_shape)
 
     def posterior(self, y: Tensor, keep_mask: Tensor, sigma_y: float) -> tuple[Tensor, Tensor]:
         """Exact p(x_0 | y) for inpainting with noise σ_y, for ONE image.
